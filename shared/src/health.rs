@@ -1,0 +1,195 @@
+//! `/health/live`, `/health/ready` and `/metrics` (Prometheus text format), served on every
+//! listener, and the metrics registry services add their own series to.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// The metrics registry of one process.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("artstore");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+        });
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
+        Self { registry: Mutex::new(registry), requests, latency }
+    }
+
+    /// Records one served request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Registers and returns a counter.
+    pub fn counter(&self, name: &str, help: &str) -> Counter {
+        let c = Counter::default();
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, c.clone());
+        c
+    }
+
+    /// Registers and returns a gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::default();
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, g.clone());
+        g
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
+    }
+}
+
+/// Liveness, readiness and metrics of one process, shared by all its listeners.
+#[derive(Clone, Debug)]
+pub struct Health {
+    inner: Arc<HealthInner>,
+}
+
+#[derive(Debug)]
+struct HealthInner {
+    /// Component name → `None` when ready, or why it is not.
+    checks: Mutex<BTreeMap<String, Option<String>>>,
+    metrics: Metrics,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    /// Ready until a component says otherwise.
+    pub fn new() -> Self {
+        Self { inner: Arc::new(HealthInner { checks: Mutex::new(BTreeMap::new()), metrics: Metrics::new() }) }
+    }
+
+    /// Marks a component ready.
+    pub fn set_ready(&self, component: &str) {
+        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).insert(component.to_owned(), None);
+    }
+
+    /// Marks a component not ready, with the reason shown on `/health/ready`.
+    pub fn set_not_ready(&self, component: &str, reason: impl Into<String>) {
+        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).insert(component.to_owned(), Some(reason.into()));
+    }
+
+    /// Whether every component is ready.
+    pub fn is_ready(&self) -> bool {
+        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).values().all(Option::is_none)
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// The health and metrics routes.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { axum::Json(serde_json::json!({"status": "live"})) }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn ready(State(h): State<Health>) -> Response {
+    let checks = h.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let ready = checks.values().all(Option::is_none);
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": checks.iter().map(|(k, v)| (k.clone(), match v {
+            None => serde_json::json!({"status": "ready"}),
+            Some(r) => serde_json::json!({"status": "not_ready", "reason": r}),
+        })).collect::<serde_json::Map<_, _>>(),
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(h): State<Health>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.metrics().render())
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn ready_flips_with_components() {
+        let h = Health::new();
+        h.set_not_ready("recovery", "replaying wal");
+        let app = router(h.clone());
+        let r = app
+            .clone()
+            .oneshot(axum::http::Request::get("/health/ready").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        h.set_ready("recovery");
+        let r = app
+            .oneshot(axum::http::Request::get("/health/ready").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn metrics_render_prometheus_text() {
+        let h = Health::new();
+        h.metrics().observe_request("GET", "/x", 200, Duration::from_millis(3));
+        let text = h.metrics().render();
+        assert!(text.contains("artstore_http_requests_total{method=\"GET\",route=\"/x\",status=\"200\"} 1"), "{text}");
+    }
+}

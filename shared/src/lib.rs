@@ -1,0 +1,11 @@
+//! Types every ArtStore role shares: the error model and RFC 9457 responses, token
+//! verification, the clock, telemetry, and the health and metrics endpoints.
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod health;
+pub mod telemetry;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ApiError, ErrorCode};

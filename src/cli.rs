@@ -1,0 +1,367 @@
+//! Command-line shape, the config file's shape, and the maintenance verbs' terminal output.
+
+use artstore_shared::telemetry::LogFormat;
+use artstore_storage_element::ElementMode;
+use artstore_storage_element::config::ElementConfig;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "artstore", version, about = "ArtStore: an attribute-first long-term document archive")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process with embedded defaults (no servers needed).
+    Standalone(StandaloneArgs),
+    /// Run a storage element, or check one (verify, verify-audit).
+    StorageElement(Box<ElementCmd>),
+    /// Print an access token signed with a standalone installation's local key.
+    Token(TokenArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Measure durable write and ingest rates on this disk.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print a commented example configuration file.
+    Example,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ElementCmd {
+    #[command(subcommand)]
+    pub action: Option<ElementAction>,
+    #[command(flatten)]
+    pub run: ElementArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ElementAction {
+    /// Recompute every content digest and compare with the sidecars.
+    Verify(VerifyArgs),
+    /// Check the audit journal's hash chain and every sidecar against it.
+    VerifyAudit(VerifyAuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The element root.
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: PathBuf,
+    /// The cold tier's root (default: <data>/cold).
+    #[arg(long, env = "ARTSTORE_COLD_ROOT")]
+    pub cold_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyAuditArgs {
+    /// The element root.
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: PathBuf,
+}
+
+/// Flags of `artstore storage-element`; each overrides its config key.
+#[derive(Debug, Args, Default)]
+pub struct ElementArgs {
+    /// The element root folder.
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8081).
+    #[arg(long, env = "ARTSTORE_LISTEN")]
+    pub listen: Option<String>,
+    /// Token-signing public keys: a JWKS file or an http(s) URL.
+    #[arg(long, env = "ARTSTORE_JWKS")]
+    pub jwks: Option<String>,
+    /// A TOML configuration file (keys under [storage_element]).
+    #[arg(long, env = "ARTSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The cold tier's root (default <data>/cold).
+    #[arg(long, env = "ARTSTORE_COLD_ROOT")]
+    pub cold_root: Option<PathBuf>,
+    /// Expected token issuer (default artstore).
+    #[arg(long, env = "ARTSTORE_ISSUER")]
+    pub issuer: Option<String>,
+    /// Expected token audience (default artstore).
+    #[arg(long, env = "ARTSTORE_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Mode of a brand-new element: edit, rw, ro or ar (default edit).
+    #[arg(long, env = "ARTSTORE_INITIAL_MODE", value_parser = parse_mode)]
+    pub initial_mode: Option<ElementMode>,
+    /// Seconds between disposition runs (default 3600).
+    #[arg(long, env = "ARTSTORE_DISPOSITION_INTERVAL_SECS")]
+    pub disposition_interval_secs: Option<u64>,
+    /// Seconds a mode change waits for in-flight writes (default 60).
+    #[arg(long, env = "ARTSTORE_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Largest accepted upload in bytes (default 64 GiB).
+    #[arg(long, env = "ARTSTORE_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Milliseconds the cold tier takes before a restore copy starts (default 0).
+    #[arg(long, env = "ARTSTORE_COLD_RESTORE_LATENCY_MS")]
+    pub cold_restore_latency_ms: Option<u64>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+fn parse_mode(s: &str) -> Result<ElementMode, String> {
+    ElementMode::parse(s).ok_or_else(|| format!("unknown mode {s:?} (edit, rw, ro or ar)"))
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "pretty" => Ok(LogFormat::Pretty),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("unknown log format {s:?} (pretty or json)")),
+    }
+}
+
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $($field:ident),*) => {
+        $( if let Some(v) = $args.$field { $cfg.$field = v; } )*
+    };
+}
+
+impl ElementArgs {
+    /// Lays the flags (and variables) over the file's values.
+    pub fn merge(self, mut cfg: ElementConfig) -> ElementConfig {
+        let a = self;
+        if a.data.is_some() {
+            cfg.data = a.data;
+        }
+        if a.jwks.is_some() {
+            cfg.jwks = a.jwks;
+        }
+        if a.cold_root.is_some() {
+            cfg.cold_root = a.cold_root;
+        }
+        overlay!(
+            cfg,
+            a,
+            listen,
+            issuer,
+            audience,
+            initial_mode,
+            disposition_interval_secs,
+            drain_timeout_secs,
+            max_upload_bytes,
+            cold_restore_latency_ms,
+            log_format
+        );
+        cfg
+    }
+}
+
+/// Settings of `artstore standalone` (keys under [standalone]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandaloneConfig {
+    /// Everything lives under this folder: keys/, element/.
+    pub data: PathBuf,
+    /// Address to listen on.
+    pub listen: String,
+    /// Log format: pretty or json.
+    pub log_format: LogFormat,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from("./artstore-data"),
+            listen: "127.0.0.1:8080".to_owned(),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Data folder (default ./artstore-data).
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "ARTSTORE_LISTEN")]
+    pub listen: Option<String>,
+    /// A TOML configuration file (keys under [standalone]).
+    #[arg(long, env = "ARTSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl StandaloneArgs {
+    pub fn merge(self, mut cfg: StandaloneConfig) -> StandaloneConfig {
+        let a = self;
+        overlay!(cfg, a, data, listen, log_format);
+        cfg
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The standalone data folder whose key signs the token.
+    #[arg(long, env = "ARTSTORE_DATA", default_value = "./artstore-data")]
+    pub data: PathBuf,
+    /// A role or permission to grant (repeatable): reader, writer, operator, admin, auditor,
+    /// retention:bypass, legal-hold:lift. Default: admin.
+    #[arg(long)]
+    pub role: Vec<String>,
+    /// The token's subject (default: the first role).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
+}
+
+/// The whole config file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub standalone: StandaloneConfig,
+    pub storage_element: ElementConfig,
+}
+
+/// What `artstore config example` prints. A test checks it parses to the defaults.
+pub const EXAMPLE_CONFIG: &str = r#"# ArtStore configuration. Every key has an ARTSTORE_* environment variable and a
+# command-line flag of the same name (flag > variable > this file > built-in default).
+# Values shown are the defaults.
+
+[standalone]
+# Everything of a standalone installation lives here: keys/ (local signing key, JWKS)
+# and element/ (one storage element). ARTSTORE_DATA, --data
+data = "./artstore-data"
+# ARTSTORE_LISTEN, --listen
+listen = "127.0.0.1:8080"
+# "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
+log_format = "pretty"
+
+[storage_element]
+# The element root: element.json, data/, wal/, tmp/, audit/. Required. ARTSTORE_DATA, --data
+# data = "/var/lib/artstore/element-1"
+# ARTSTORE_LISTEN, --listen
+listen = "127.0.0.1:8081"
+# Token-signing public keys: a JWKS file or the admin's URL. Required. ARTSTORE_JWKS, --jwks
+# jwks = "https://admin.example.org/.well-known/jwks.json"
+# The cold tier (entering mode ar moves content here). Default <data>/cold.
+# ARTSTORE_COLD_ROOT, --cold-root
+# cold_root = "/mnt/cold/element-1"
+# Expected token issuer and audience. ARTSTORE_ISSUER, ARTSTORE_AUDIENCE
+issuer = "artstore"
+audience = "artstore"
+# Mode of a brand-new element: edit, rw, ro, ar. ARTSTORE_INITIAL_MODE, --initial-mode
+initial_mode = "edit"
+# Seconds between runs of the disposition schedule. ARTSTORE_DISPOSITION_INTERVAL_SECS
+disposition_interval_secs = 3600
+# Seconds a mode change waits for in-flight writes. ARTSTORE_DRAIN_TIMEOUT_SECS
+drain_timeout_secs = 60
+# Largest accepted upload, bytes (64 GiB). ARTSTORE_MAX_UPLOAD_BYTES
+max_upload_bytes = 68719476736
+# Milliseconds the cold tier takes before a restore copy starts. ARTSTORE_COLD_RESTORE_LATENCY_MS
+cold_restore_latency_ms = 0
+# "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
+log_format = "pretty"
+"#;
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb
+}
+
+/// `artstore storage-element verify`.
+pub fn verify(data: &Path, cold_root: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let cold = cold_root.map(Path::to_owned).unwrap_or_else(|| data.join("cold"));
+    let started = std::time::Instant::now();
+    let files = artstore_storage_element::verify::sidecar_paths(data)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+    let pb = bar(files.len() as u64, "{spinner} verifying [{bar:40}] {pos}/{len} files, {msg} ({per_sec}, eta {eta})");
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let report = artstore_storage_element::verify::verify(data, &cold, &|_| pb.inc(1), &|n| {
+        let b = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        pb.set_message(format!("{} MiB", b >> 20));
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+    pb.finish_and_clear();
+    for (path, why) in &report.mismatched {
+        println!("MISMATCH {}: {why}", path.display());
+    }
+    for path in &report.missing {
+        println!("MISSING  {}", path.display());
+    }
+    for why in &report.unreadable {
+        println!("UNREADABLE {why}");
+    }
+    println!(
+        "verified {} files ({} bytes) in {:.1}s: {} mismatched, {} missing, {} unreadable, {} tombstones",
+        report.checked,
+        report.bytes,
+        started.elapsed().as_secs_f64(),
+        report.mismatched.len(),
+        report.missing.len(),
+        report.unreadable.len(),
+        report.tombstones
+    );
+    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `artstore storage-element verify-audit`.
+pub fn verify_audit(data: &Path) -> anyhow::Result<ExitCode> {
+    let pb = bar(0, "{spinner} checking audit chain: {pos} lines ({per_sec})");
+    let report = artstore_storage_element::audit::verify(data, &|n| pb.set_position(n))?;
+    pb.finish_and_clear();
+    for p in &report.problems {
+        println!("PROBLEM {p}");
+    }
+    println!(
+        "checked {} audit lines and {} sidecars: {} problems",
+        report.lines,
+        report.sidecars,
+        report.problems.len()
+    );
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let parsed: FileConfig = toml::from_str(EXAMPLE_CONFIG).unwrap();
+        let default = FileConfig::default();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), serde_json::to_value(&default).unwrap());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: FileConfig = toml::from_str("[storage_element]\nlisten = \"0.0.0.0:1\"\ndata = \"/x\"\n").unwrap();
+        let args = ElementArgs { listen: Some("127.0.0.1:2".into()), ..Default::default() };
+        let cfg = args.merge(file.storage_element);
+        assert_eq!(cfg.listen, "127.0.0.1:2");
+        assert_eq!(cfg.data.as_deref(), Some(Path::new("/x")));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("[storage_element]\nlisen = \"x\"\n").is_err());
+    }
+}

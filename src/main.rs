@@ -1,0 +1,156 @@
+//! `artstore`: one binary, several roles. This file only parses arguments, merges
+//! configuration (defaults < TOML file < `ARTSTORE_*` variables < flags) and wires roles.
+
+mod bench;
+mod cli;
+
+use anyhow::Context as _;
+use artstore_shared::Clock;
+use artstore_shared::auth::{JWKS_FILE, JwksSource, LocalSigner, SIGNING_KEY_FILE, TokenVerifier, VerifierConfig};
+use artstore_shared::clock::SystemClock;
+use artstore_shared::telemetry;
+use artstore_storage_element::config::ElementConfig;
+use artstore_storage_element::server::{Element, shutdown_signal};
+use clap::Parser as _;
+use cli::{Cli, Command, ConfigAction, ElementAction, ElementArgs, FileConfig, StandaloneArgs, TokenArgs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("artstore: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line that names the file and the reason.
+            eprintln!("artstore: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Standalone(args) => standalone(args).await.map(|()| ExitCode::SUCCESS),
+        Command::StorageElement(cmd) => match cmd.action {
+            None => storage_element(cmd.run).await.map(|()| ExitCode::SUCCESS),
+            Some(ElementAction::Verify(a)) => Ok(cli::verify(&a.data, a.cold_root.as_deref())?),
+            Some(ElementAction::VerifyAudit(a)) => Ok(cli::verify_audit(&a.data)?),
+        },
+        Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
+        Command::Config { action: ConfigAction::Example } => {
+            print!("{}", cli::EXAMPLE_CONFIG);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn read_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))
+}
+
+fn verifier(jwks: &str, cfg: &ElementConfig, clock: Arc<dyn Clock>) -> Arc<TokenVerifier> {
+    let vc = VerifierConfig { issuer: cfg.issuer.clone(), audience: cfg.audience.clone(), ..Default::default() };
+    Arc::new(TokenVerifier::new(JwksSource::parse(jwks), vc, clock))
+}
+
+async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
+    let file = read_config(args.config.as_deref())?;
+    let cfg = args.merge(file.storage_element);
+    telemetry::init(cfg.log_format, "info");
+    let jwks = cfg.jwks.clone().ok_or_else(|| {
+        anyhow::anyhow!("no key set: give --jwks PATH_OR_URL (or jwks in the config, or ARTSTORE_JWKS)")
+    })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let verifier = verifier(&jwks, &cfg, clock.clone());
+    // A key set that cannot be read now is worth a warning, not a refusal: the admin
+    // may start later, and the verifier retries on the first token.
+    match verifier.load().await {
+        Ok(n) => tracing::info!(keys = n, source = %jwks, "loaded token signing keys"),
+        Err(e) => tracing::warn!(error = %e, "key set not loaded yet; will retry on first request"),
+    }
+    let listener = listen(&cfg.listen).await?;
+    let element = Element::build(cfg, verifier, clock).await?;
+    element.run(listener, shutdown_signal()).await
+}
+
+/// The folders of a standalone installation.
+struct StandalonePaths {
+    keys: PathBuf,
+    element: PathBuf,
+}
+
+fn standalone_paths(data: &Path) -> StandalonePaths {
+    StandalonePaths { keys: data.join("keys"), element: data.join("element") }
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let file = read_config(args.config.as_deref())?;
+    let cfg = args.merge(file.standalone);
+    telemetry::init(cfg.log_format, "info");
+    let paths = standalone_paths(&cfg.data);
+    let signer = LocalSigner::load_or_create(&paths.keys).with_context(|| format!("{}", paths.keys.display()))?;
+    let element_cfg = ElementConfig {
+        data: Some(paths.element.clone()),
+        listen: cfg.listen.clone(),
+        jwks: Some(paths.keys.join(JWKS_FILE).to_string_lossy().into_owned()),
+        log_format: cfg.log_format,
+        ..Default::default()
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let verifier = verifier(element_cfg.jwks.as_deref().unwrap_or_default(), &element_cfg, clock.clone());
+    verifier.load().await?;
+    let listener = listen(&cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let element = Element::build(element_cfg, verifier, clock).await?;
+    let data = cfg.data.display();
+    eprintln!(
+        "\nArtStore standalone is running on http://{addr}\n  data:    {data}\n  key id:  {}\n  token:   artstore token --data {data} --role admin\n  try:     curl -H \"Authorization: Bearer $(artstore token --data {data} --role admin)\" http://{addr}/api/v1/element\n",
+        signer.kid()
+    );
+    element.run(listener, shutdown_signal()).await
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let keys = standalone_paths(&args.data).keys;
+    let key_path = keys.join(SIGNING_KEY_FILE);
+    let der = std::fs::read(&key_path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (start `artstore standalone --data {}` once to create the signing key)",
+            key_path.display(),
+            args.data.display()
+        )
+    })?;
+    let signer = LocalSigner::from_pkcs8(&der).with_context(|| format!("{}", key_path.display()))?;
+    let roles = if args.role.is_empty() { vec!["admin".to_owned()] } else { args.role.clone() };
+    for r in &roles {
+        let known = artstore_shared::auth::Role::parse(r).is_some()
+            || r == artstore_shared::auth::RETENTION_BYPASS_PERMISSION
+            || r == artstore_shared::auth::LIFT_HOLD_PERMISSION;
+        anyhow::ensure!(
+            known,
+            "unknown role {r:?} (reader, writer, operator, admin, auditor, retention:bypass, legal-hold:lift)"
+        );
+    }
+    let subject = args.subject.clone().unwrap_or_else(|| roles[0].clone());
+    let t = signer.issue(&subject, &roles, Duration::from_secs(args.ttl_secs), chrono::Utc::now())?;
+    println!("{t}");
+    Ok(())
+}

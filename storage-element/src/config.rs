@@ -1,0 +1,60 @@
+//! The storage element's configuration: TOML keys under `[storage_element]`, each with an
+//! `ARTSTORE_*` variable and a command-line flag (the binary merges them in that order).
+
+use crate::element::ElementMode;
+use artstore_shared::auth::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use artstore_shared::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Settings of one storage element.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElementConfig {
+    /// The element root: `element.json`, `data/`, `wal/`, `tmp/`, `audit/` live here.
+    pub data: Option<PathBuf>,
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the token-signing public keys come from: a JWKS file path or an http(s) URL.
+    pub jwks: Option<String>,
+    /// The cold tier's root (entering `ar` moves content there). Default: `<data>/cold`.
+    pub cold_root: Option<PathBuf>,
+    /// Expected token issuer.
+    pub issuer: String,
+    /// Expected token audience.
+    pub audience: String,
+    /// The mode a brand-new element starts in.
+    pub initial_mode: ElementMode,
+    /// Seconds between runs of the disposition schedule.
+    pub disposition_interval_secs: u64,
+    /// Seconds a mode change waits for in-flight writes to drain.
+    pub drain_timeout_secs: u64,
+    /// Largest accepted upload in bytes.
+    pub max_upload_bytes: u64,
+    /// Milliseconds the cold tier takes before a restore copy starts.
+    pub cold_restore_latency_ms: u64,
+    /// Log format: `pretty` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// Default listen address of a storage element.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+
+impl Default for ElementConfig {
+    fn default() -> Self {
+        Self {
+            data: None,
+            listen: DEFAULT_LISTEN.to_owned(),
+            jwks: None,
+            cold_root: None,
+            issuer: DEFAULT_ISSUER.to_owned(),
+            audience: DEFAULT_AUDIENCE.to_owned(),
+            initial_mode: ElementMode::Edit,
+            disposition_interval_secs: 3600,
+            drain_timeout_secs: 60,
+            max_upload_bytes: 64 * 1024 * 1024 * 1024,
+            cold_restore_latency_ms: 0,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The ArtStore storage element: each document is a plain content file next to its
+//! `*.attr.json` sidecar, written by a WAL-guarded protocol whose commit point is the
+//! sidecar rename. Caches are mirrors; the files are the truth.
+
+pub mod api;
+pub mod audit;
+pub mod cache;
+pub mod config;
+pub mod durable;
+pub mod element;
+pub mod error;
+pub mod journal;
+pub mod layout;
+pub mod server;
+pub mod sidecar;
+pub mod store;
+pub mod verify;
+pub mod wal;
+
+pub use element::ElementMode;
+pub use error::StoreError;
+pub use sidecar::Sidecar;
+pub use store::{Store, StoreConfig};

@@ -1,0 +1,120 @@
+//! Running a storage element: the linear start-up (config → store and recovery → key set →
+//! workers → serve), the disposition worker, and an orderly shutdown.
+
+use crate::api::{self, AppState};
+use crate::cache::{EmbeddedCache, SidecarCache};
+use crate::config::ElementConfig;
+use crate::store::{Store, StoreConfig};
+use artstore_shared::Clock;
+use artstore_shared::auth::{Auth, TokenVerifier};
+use artstore_shared::health::Health;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A storage element ready to serve.
+pub struct Element {
+    pub store: Arc<Store>,
+    pub router: axum::Router,
+    pub health: Health,
+    cfg: ElementConfig,
+}
+
+impl std::fmt::Debug for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl ElementConfig {
+    /// The engine settings these config values mean.
+    pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        let root = self.data.clone().ok_or_else(|| {
+            anyhow::anyhow!("no data folder: give --data DIR (or data in the config, or ARTSTORE_DATA)")
+        })?;
+        let mut sc = StoreConfig::new(root);
+        if let Some(c) = &self.cold_root {
+            sc.cold_root = c.clone();
+        }
+        sc.initial_mode = self.initial_mode;
+        sc.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
+        sc.max_upload_bytes = self.max_upload_bytes;
+        sc.cold_restore_latency = Duration::from_millis(self.cold_restore_latency_ms);
+        Ok(sc)
+    }
+}
+
+impl Element {
+    /// Opens the store (running recovery) and builds the router.
+    pub async fn build(
+        cfg: ElementConfig,
+        verifier: Arc<TokenVerifier>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Element> {
+        let health = Health::new();
+        health.set_not_ready("store", "recovering");
+        let cache: Arc<dyn SidecarCache> = Arc::new(EmbeddedCache::new());
+        let (store, _report) = Store::open(cfg.store_config()?, cache, clock).await?;
+        health.set_ready("store");
+        let router = artstore_shared::telemetry::instrument(
+            api::router(AppState { store: store.clone(), auth: Auth(verifier) }),
+            health.clone(),
+        );
+        Ok(Element { store, router, health, cfg })
+    }
+
+    /// Serves until `shutdown` resolves, then drains and flushes.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let interval = Duration::from_secs(self.cfg.disposition_interval_secs.max(1));
+        let worker = tokio::spawn(disposition_worker(store.clone(), interval));
+        let health = self.health.clone();
+        tracing::info!(addr = %listener.local_addr()?, root = %store.root().display(), mode = store.mode().as_str(), "storage element serving");
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                health.set_not_ready("store", "shutting down");
+                tracing::info!("shutting down: draining requests");
+            })
+            .await?;
+        worker.abort();
+        store.flush().await?;
+        tracing::info!("storage element stopped");
+        Ok(())
+    }
+}
+
+/// Runs the disposition schedule and WAL pruning every `interval`.
+async fn disposition_worker(store: Arc<Store>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.run_disposition().await {
+            tracing::warn!(error = %e, "disposition run failed");
+        }
+        if let Err(e) = store.prune_wal() {
+            tracing::warn!(error = %e, "wal pruning failed");
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
