@@ -471,7 +471,7 @@ async fn get_content(
                 Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
                 Ok(_) => None, // several ranges: the whole file is a valid answer
                 Err(_) => {
-                    let mut h = resp_headers;
+                    let mut h = HeaderMap::new();
                     h.insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
                     let e = ApiError::typed(
                         ErrorCode::RangeNotSatisfiable,
