@@ -121,8 +121,9 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let element = Element::build(element_cfg, verifier, clock).await?;
     let data = cfg.data.display();
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "artstore".to_owned());
     eprintln!(
-        "\nArtStore standalone is running on http://{addr}\n  data:    {data}\n  key id:  {}\n  token:   artstore token --data {data} --role admin\n  try:     curl -H \"Authorization: Bearer $(artstore token --data {data} --role admin)\" http://{addr}/api/v1/element\n",
+        "\nArtStore standalone is running on http://{addr}\n  data:    {data}\n  key id:  {}\n  token:   {exe} token --data {data} --role admin\n  try:     curl -H \"Authorization: Bearer $({exe} token --data {data} --role admin)\" http://{addr}/api/v1/element\n",
         signer.kid()
     );
     element.run(listener, shutdown_signal()).await

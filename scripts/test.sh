@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole ArtStore test suite. Idempotent: installs what the tests need when it is
+# missing (cargo-nextest), then runs every test of every crate. Extra arguments go to nextest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+cargo nextest run --workspace --no-fail-fast "$@"
