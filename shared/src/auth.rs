@@ -336,7 +336,6 @@ impl TokenVerifier {
         v.set_issuer(&[&self.config.issuer]);
         v.set_audience(&[&self.config.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        v.validate_nbf = true;
         // Time checks are done below against our clock, so tests can move it.
         v.validate_exp = false;
         v.validate_nbf = false;
@@ -567,6 +566,70 @@ mod tests {
         wrong["aud"] = "other".into();
         assert!(v.verify(&s.sign_claims(&wrong).unwrap()).await.is_err());
         assert!(v.verify(&s.sign_claims(&claims).unwrap()).await.is_ok());
+    }
+
+    /// Serves a swappable JWKS on loopback.
+    async fn jwks_server(initial: serde_json::Value) -> (String, Arc<std::sync::Mutex<serde_json::Value>>) {
+        let doc = Arc::new(std::sync::Mutex::new(initial));
+        let d = doc.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let d = d.clone();
+                async move { axum::Json(d.lock().unwrap().clone()) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, doc)
+    }
+
+    fn merged(a: &LocalSigner, b: &LocalSigner) -> serde_json::Value {
+        let mut keys = a.jwks()["keys"].as_array().unwrap().clone();
+        keys.extend(b.jwks()["keys"].as_array().unwrap().iter().cloned());
+        serde_json::json!({ "keys": keys })
+    }
+
+    #[tokio::test]
+    async fn jwks_url_is_refreshed_on_an_unknown_kid_at_most_once_per_interval() {
+        let a = LocalSigner::generate().unwrap();
+        let b = LocalSigner::generate().unwrap();
+        let c = LocalSigner::generate().unwrap();
+        let (url, doc) = jwks_server(a.jwks()).await;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let cfg = VerifierConfig { min_refresh_interval: Duration::from_millis(300), ..Default::default() };
+        let v = TokenVerifier::new(JwksSource::parse(&url), cfg, clock.clone());
+        let tok =
+            |s: &LocalSigner| s.issue("svc", &["reader".to_owned()], Duration::from_secs(60), clock.now()).unwrap();
+        assert!(v.verify(&tok(&a)).await.is_ok(), "first use loads the set");
+        // Rotation: the admin publishes b next to a; a token with b's kid triggers a refresh.
+        *doc.lock().unwrap() = merged(&a, &b);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(v.verify(&tok(&b)).await.is_ok());
+        // c is published right after; refreshes are rate-limited, so it is unknown for now...
+        *doc.lock().unwrap() = merged(&b, &c);
+        assert!(matches!(v.verify(&tok(&c)).await, Err(AuthError::UnknownKid(_))));
+        // ...and accepted once the interval has passed.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(v.verify(&tok(&c)).await.is_ok());
+        // A key dropped from the set stops working after the next refresh.
+        assert!(v.verify(&tok(&a)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_jwks_is_unavailable_not_unauthenticated() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let v = TokenVerifier::new(
+            JwksSource::parse("http://127.0.0.1:1/jwks.json"),
+            VerifierConfig::default(),
+            clock.clone(),
+        );
+        let s = LocalSigner::generate().unwrap();
+        let t = s.issue("x", &[], Duration::from_secs(60), clock.now()).unwrap();
+        let e = v.verify(&t).await.unwrap_err();
+        assert!(matches!(e, AuthError::KeySet(_)), "{e}");
+        assert_eq!(ApiError::from(e).code, ErrorCode::Unavailable);
     }
 
     #[test]

@@ -155,7 +155,7 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
                 };
                 part_digest =
                     field.headers().get("content-digest").map(sha256_from_digest_header).transpose()?.flatten();
-                let mut w = s.store.begin_upload()?;
+                let mut w = s.store.begin_upload().await?;
                 while let Some(chunk) =
                     field.chunk().await.map_err(|e| bad(format!("malformed multipart body: {e}")))?
                 {

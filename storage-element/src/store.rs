@@ -79,6 +79,8 @@ pub struct NewFile {
 #[derive(Debug)]
 pub struct Staged {
     temp: TempFile,
+    /// Held from the first byte to the commit, so a mode change drains this upload.
+    _drain: tokio::sync::OwnedRwLockReadGuard<()>,
     pub sha256: String,
     pub size: u64,
 }
@@ -86,6 +88,7 @@ pub struct Staged {
 /// Streams an upload into `tmp/` on a blocking thread, hashing as it goes.
 #[derive(Debug)]
 pub struct UploadWriter {
+    drain: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
     tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
     task: tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
     temp: Option<TempFile>,
@@ -122,7 +125,8 @@ impl UploadWriter {
         let (sha256, size) =
             (&mut self.task).await.map_err(|e| StoreError::Unavailable(format!("upload writer: {e}")))??;
         let temp = self.temp.take().ok_or_else(|| StoreError::Unavailable("upload already finished".into()))?;
-        Ok(Staged { temp, sha256, size })
+        let drain = self.drain.take().ok_or_else(|| StoreError::Unavailable("upload already finished".into()))?;
+        Ok(Staged { temp, _drain: drain, sha256, size })
     }
 }
 
@@ -207,7 +211,7 @@ pub struct Store {
     cache: Arc<dyn SidecarCache>,
     element: Mutex<ElementFile>,
     /// Client writes hold it shared; a mode change takes it exclusively (the drain).
-    gate: tokio::sync::RwLock<()>,
+    gate: Arc<tokio::sync::RwLock<()>>,
     file_locks: Vec<tokio::sync::Mutex<()>>,
     document_locks: Vec<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
@@ -264,7 +268,7 @@ impl Store {
             audit,
             cache,
             element: Mutex::new(element),
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             file_locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             document_locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock,
@@ -416,8 +420,10 @@ impl Store {
         Ok(())
     }
 
-    /// Begins an upload: a temp file and its writer thread.
-    pub fn begin_upload(&self) -> Result<UploadWriter, StoreError> {
+    /// Begins an upload: a temp file and its writer thread. The upload counts as an
+    /// in-flight write until it is committed or dropped.
+    pub async fn begin_upload(&self) -> Result<UploadWriter, StoreError> {
+        let drain = self.gate.clone().read_owned().await;
         self.check_mode(Operation::Create)?;
         self.check_journals()?;
         let (temp, file) = TempFile::create(&self.layout.tmp(), "upload")?;
@@ -435,12 +441,20 @@ impl Store {
             file.sync_all()?;
             Ok((crate::audit::hex(ctx.finish().as_ref()), size))
         });
-        Ok(UploadWriter { tx: Some(tx), task, temp: Some(temp), written: 0, limit: self.cfg.max_upload_bytes })
+        Ok(UploadWriter {
+            drain: Some(drain),
+            tx: Some(tx),
+            task,
+            temp: Some(temp),
+            written: 0,
+            limit: self.cfg.max_upload_bytes,
+        })
     }
 
     /// Commits a staged upload as a new file (or a new version of a document).
     pub async fn create(&self, actor: &str, staged: Staged, new: NewFile) -> Result<Sidecar, StoreError> {
-        let _drain = self.gate.read().await;
+        // The drain gate is already held by `staged` (taking it again could deadlock behind
+        // a waiting mode change).
         self.check_mode(Operation::Create)?;
         self.check_journals()?;
         let now = self.clock.now();

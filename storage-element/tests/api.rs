@@ -704,3 +704,41 @@ impl ClockNow for Harness {
         self.clock.now()
     }
 }
+
+#[tokio::test]
+async fn a_mode_change_drains_an_upload_in_flight() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    let body = common::multipart("slow.txt", b"first half|second half", &[]);
+    // Past the part headers and into the content, so the upload has begun.
+    let split = body.len() - 30;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
+    let stream = tokio_stream_from(rx);
+    let req = Request::post("/api/v1/files")
+        .header("authorization", format!("Bearer {}", h.admin()))
+        .header("content-type", format!("multipart/form-data; boundary={}", common::BOUNDARY))
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let h2 = h.clone();
+    let upload = tokio::spawn(async move { h2.send(req).await });
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&body[..split]))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let h3 = h.clone();
+    let mode = tokio::spawn(async move { h3.set_mode("ro").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!mode.is_finished(), "the mode change must wait for the upload in flight");
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&body[split..]))).await.unwrap();
+    drop(tx);
+    let up = upload.await.unwrap();
+    assert_eq!(up.status, 201, "{}", String::from_utf8_lossy(&up.body));
+    assert_eq!(mode.await.unwrap().status, 200);
+    // New uploads are refused now, naming the mode.
+    let r = h.upload_with(&h.admin(), "late.txt", b"late", &[], &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["mode"], "ro");
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
