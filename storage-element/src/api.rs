@@ -2,7 +2,7 @@
 //! caller may do is decided by the token's roles, what the element allows by its mode and
 //! each document's retention.
 
-use crate::cache::ListFilter;
+use crate::cache::{ListFilter, RetentionFilter};
 use crate::element::ElementMode;
 use crate::error::StoreError;
 use crate::sidecar::{Disposition, DocState, Retention, RetentionMode};
@@ -251,8 +251,23 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
 struct ListParams {
     limit: Option<usize>,
     cursor: Option<String>,
+    /// `review-due` (same as `retention=review-due`).
     disposition: Option<String>,
     state: Option<String>,
+    /// `under-retention`, `on-hold`, `review-due` or `disposed`.
+    retention: Option<String>,
+    /// First folder date `YYYY-MM-DD` (inclusive).
+    from: Option<String>,
+    /// Last folder date `YYYY-MM-DD` (inclusive).
+    to: Option<String>,
+    content_type: Option<String>,
+    tag: Option<String>,
+    document_id: Option<String>,
+}
+
+fn parse_day(s: &str, what: &str) -> ApiResult<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| bad(format!("{what} {s:?} is not a date (YYYY-MM-DD)")))
 }
 
 /// `GET /api/v1/files`: every sidecar in file-id order, page by page.
@@ -269,19 +284,30 @@ async fn list_files(
     }
     let after = q.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| parse_id(c, "cursor")).transpose()?;
     let mut filter = ListFilter::default();
-    match q.disposition.as_deref() {
-        None | Some("") => {}
-        Some("review-due") => filter.review_due_at = Some(s.store.clock().now()),
-        Some(other) => {
-            return Err(bad(format!("disposition filter {other:?} is not supported (use review-due)")));
-        }
+    let now = s.store.clock().now();
+    let nonempty = |o: &Option<String>| o.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    match nonempty(&q.disposition).as_deref() {
+        None => {}
+        Some("review-due") => filter.retention = Some((RetentionFilter::ReviewDue, now)),
+        Some(other) => return Err(bad(format!("disposition filter {other:?} is not supported (use review-due)"))),
     }
-    if let Some(st) = q.state.as_deref().filter(|s| !s.is_empty()) {
+    if let Some(r) = nonempty(&q.retention) {
+        let f = RetentionFilter::parse(&r).ok_or_else(|| {
+            bad(format!("retention filter {r:?} is not under-retention, on-hold, review-due or disposed"))
+        })?;
+        filter.retention = Some((f, now));
+    }
+    if let Some(st) = nonempty(&q.state) {
         filter.state = Some(
             serde_json::from_value::<DocState>(json!(st))
                 .map_err(|_| bad(format!("state {st:?} is not active, archived, deleted or disposed")))?,
         );
     }
+    filter.day_from = nonempty(&q.from).map(|d| parse_day(&d, "from")).transpose()?;
+    filter.day_to = nonempty(&q.to).map(|d| parse_day(&d, "to")).transpose()?;
+    filter.content_type = nonempty(&q.content_type);
+    filter.tag = nonempty(&q.tag);
+    filter.document_id = nonempty(&q.document_id).map(|d| parse_id(&d, "document_id")).transpose()?;
     let page = s.store.list(after, limit, &filter).await?;
     let items: Vec<_> = page.items.iter().map(|e| &*e.sidecar).collect();
     Ok(Json(json!({"items": items, "next_cursor": page.next.map(|u| u.to_string())})).into_response())

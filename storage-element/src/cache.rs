@@ -6,7 +6,7 @@
 
 use crate::sidecar::{Disposition, DocState, Sidecar};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
@@ -19,27 +19,75 @@ pub struct CachedSidecar {
     pub path: String,
 }
 
-/// Which documents a listing wants.
+/// A retention-state filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionFilter {
+    /// The term is running (not a tombstone, a mode, a date in the future).
+    UnderRetention,
+    /// A legal hold is set (not a tombstone).
+    OnHold,
+    /// The term ended, disposition is `review`, no hold, not a tombstone.
+    ReviewDue,
+    /// Removed by the disposition schedule.
+    Disposed,
+}
+
+impl RetentionFilter {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "under-retention" => Some(Self::UnderRetention),
+            "on-hold" => Some(Self::OnHold),
+            "review-due" => Some(Self::ReviewDue),
+            "disposed" => Some(Self::Disposed),
+            _ => None,
+        }
+    }
+}
+
+/// Which documents a listing wants. Every field narrows the result.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
-    /// Only these states.
     pub state: Option<DocState>,
-    /// Only documents whose term ended, that have `review` disposition and no hold, and are
-    /// not yet tombstones.
-    pub review_due_at: Option<DateTime<Utc>>,
+    /// Retention state at the given time.
+    pub retention: Option<(RetentionFilter, DateTime<Utc>)>,
+    /// First and last `data/YYYY/MM/DD` folder date, inclusive.
+    pub day_from: Option<NaiveDate>,
+    pub day_to: Option<NaiveDate>,
+    pub content_type: Option<String>,
+    pub tag: Option<String>,
+    pub document_id: Option<Uuid>,
 }
 
 impl ListFilter {
-    fn matches(&self, sc: &Sidecar) -> bool {
+    /// The reference semantics of every filter; the PostgreSQL cache mirrors them in SQL.
+    pub fn matches(&self, sc: &Sidecar) -> bool {
         if self.state.is_some_and(|s| s != sc.state) {
             return false;
         }
-        if let Some(now) = self.review_due_at {
+        let day = crate::layout::id_time(sc.file_id).date_naive();
+        if self.day_from.is_some_and(|d| day < d) || self.day_to.is_some_and(|d| day > d) {
+            return false;
+        }
+        if self.content_type.as_ref().is_some_and(|c| *c != sc.content_type) {
+            return false;
+        }
+        if self.tag.as_ref().is_some_and(|t| !sc.tags.contains(t)) {
+            return false;
+        }
+        if self.document_id.is_some_and(|d| d != sc.document_id) {
+            return false;
+        }
+        if let Some((f, now)) = self.retention {
             let r = &sc.retention;
-            return !sc.state.is_tombstone()
-                && r.disposition == Disposition::Review
-                && !r.legal_hold
-                && r.is_expired(now);
+            let live = !sc.state.is_tombstone();
+            return match f {
+                RetentionFilter::UnderRetention => live && r.is_under_retention(now),
+                RetentionFilter::OnHold => live && r.legal_hold,
+                RetentionFilter::ReviewDue => {
+                    live && r.disposition == Disposition::Review && !r.legal_hold && r.is_expired(now)
+                }
+                RetentionFilter::Disposed => sc.state == DocState::Disposed,
+            };
         }
         true
     }
@@ -63,12 +111,18 @@ pub struct CacheStats {
     pub bytes: u64,
 }
 
-/// Errors of a cache backend.
+/// Errors of a cache backend. Messages never carry database text (it is logged).
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The backend cannot be reached; the element keeps serving by id.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
+    /// The backend refused a statement (SQLSTATE given).
+    #[error("cache query failed (sqlstate {0})")]
+    Query(String),
+    /// A cached sidecar does not parse (the cache is stale or damaged; rebuild it).
+    #[error("cache holds an unreadable sidecar for {0}")]
+    Corrupt(String),
 }
 
 /// A mirror of the sidecars. Every implementation passes the same test suite.
@@ -89,6 +143,30 @@ pub trait SidecarCache: Send + Sync + 'static {
     /// Documents whose content is in the hot tier (candidates for archiving).
     async fn hot_documents(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<CachedSidecar>, CacheError>;
     async fn stats(&self) -> Result<CacheStats, CacheError>;
+    /// Inserts or replaces many sidecars (revision-guarded like `upsert`).
+    async fn upsert_many(&self, entries: Vec<CachedSidecar>) -> Result<(), CacheError> {
+        for e in entries {
+            self.upsert(e).await?;
+        }
+        Ok(())
+    }
+    /// Forgets a file (repair of a cache entry whose files are gone).
+    async fn remove(&self, file_id: Uuid) -> Result<(), CacheError>;
+    /// Every cached `(file_id, revision)`, for comparing with the files.
+    async fn revisions(&self) -> Result<Vec<(Uuid, u64)>, CacheError>;
+    /// Whether the cache outlives the process. A persistent cache is kept current from the
+    /// WAL and records how far it got; a volatile one is rebuilt at every start.
+    fn is_persistent(&self) -> bool {
+        false
+    }
+    /// The last WAL sequence whose commits are all applied (`None`: never filled).
+    async fn checkpoint(&self) -> Result<Option<u64>, CacheError> {
+        Ok(None)
+    }
+    /// Records the applied WAL sequence.
+    async fn set_checkpoint(&self, _seq: u64) -> Result<(), CacheError> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -203,6 +281,21 @@ impl SidecarCache for EmbeddedCache {
     async fn stats(&self) -> Result<CacheStats, CacheError> {
         Ok(self.read().stats)
     }
+
+    async fn remove(&self, file_id: Uuid) -> Result<(), CacheError> {
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = g.by_id.remove(&file_id) {
+            g.account(&old.sidecar, -1);
+            if let Some(vs) = g.by_document.get_mut(&old.sidecar.document_id) {
+                vs.remove(&old.sidecar.version);
+            }
+        }
+        Ok(())
+    }
+
+    async fn revisions(&self) -> Result<Vec<(Uuid, u64)>, CacheError> {
+        Ok(self.read().by_id.values().map(|e| (e.sidecar.file_id, e.sidecar.revision)).collect())
+    }
 }
 
 /// The shared test suite every [`SidecarCache`] implementation must pass.
@@ -309,7 +402,8 @@ pub mod suite {
         cache.upsert(entry(held)).await.unwrap();
         let d = cache.due_for_disposition(now, 10).await.unwrap();
         assert_eq!(d.iter().map(|e| e.sidecar.file_id).collect::<Vec<_>>(), vec![all[0]]);
-        let r = cache.list(None, 10, &ListFilter { review_due_at: Some(now), ..Default::default() }).await.unwrap();
+        let review_due = ListFilter { retention: Some((RetentionFilter::ReviewDue, now)), ..Default::default() };
+        let r = cache.list(None, 10, &review_due).await.unwrap();
         assert_eq!(r.items.iter().map(|e| e.sidecar.file_id).collect::<Vec<_>>(), vec![all[1]]);
 
         // Stats follow tombstones.

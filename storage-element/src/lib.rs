@@ -11,6 +11,7 @@ pub mod element;
 pub mod error;
 pub mod journal;
 pub mod layout;
+pub mod pg;
 pub mod server;
 pub mod sidecar;
 pub mod store;
