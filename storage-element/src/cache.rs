@@ -167,6 +167,22 @@ pub trait SidecarCache: Send + Sync + 'static {
     async fn set_checkpoint(&self, _seq: u64) -> Result<(), CacheError> {
         Ok(())
     }
+    /// A rebuild in progress: `(WAL sequence at its start, last sidecar path written)`.
+    async fn rebuild_progress(&self) -> Result<Option<(u64, String)>, CacheError> {
+        Ok(None)
+    }
+    /// Starts a rebuild from nothing: forgets every entry, remembers the WAL position.
+    async fn begin_rebuild(&self, _wal_seq: u64) -> Result<(), CacheError> {
+        Ok(())
+    }
+    /// Writes one batch of a rebuild and records the last sidecar path it covers.
+    async fn rebuild_batch(&self, entries: Vec<CachedSidecar>, _last_path: &str) -> Result<(), CacheError> {
+        self.upsert_many(entries).await
+    }
+    /// Ends a rebuild: the checkpoint becomes the WAL position recorded at its start.
+    async fn finish_rebuild(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]

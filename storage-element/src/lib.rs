@@ -12,6 +12,7 @@ pub mod error;
 pub mod journal;
 pub mod layout;
 pub mod pg;
+pub mod rebuild;
 pub mod server;
 pub mod sidecar;
 pub mod store;

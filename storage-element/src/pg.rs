@@ -175,73 +175,6 @@ impl PgCache {
         .map_err(cache_err)?;
         Ok(())
     }
-
-    /// The rebuild in progress for this element: `(wal_seq at its start, last finished day, documents so far)`.
-    pub async fn rebuild_progress(&self) -> Result<Option<(u64, String, u64)>, CacheError> {
-        let row: Option<(i64, String, i64)> =
-            sqlx::query_as("SELECT wal_seq, last_day, documents FROM rebuild_progress WHERE element_id = $1")
-                .bind(self.element_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(cache_err)?;
-        Ok(row.map(|(s, d, n)| (s as u64, d, n as u64)))
-    }
-
-    /// Starts a rebuild: forgets this element's rows and records where the WAL stood.
-    pub async fn begin_rebuild(&self, wal_seq: u64) -> Result<(), CacheError> {
-        let mut tx = self.pool.begin().await.map_err(cache_err)?;
-        sqlx::query("DELETE FROM sidecars WHERE element_id = $1")
-            .bind(self.element_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(cache_err)?;
-        sqlx::query("DELETE FROM cache_checkpoints WHERE element_id = $1")
-            .bind(self.element_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(cache_err)?;
-        sqlx::query("INSERT INTO rebuild_progress (element_id, wal_seq) VALUES ($1, $2) ON CONFLICT (element_id) DO UPDATE SET wal_seq = $2, last_day = '', documents = 0, started_at = now()")
-            .bind(self.element_id)
-            .bind(wal_seq as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(cache_err)?;
-        tx.commit().await.map_err(cache_err)
-    }
-
-    /// Writes one batch of a rebuild and moves its checkpoint, atomically.
-    pub async fn rebuild_batch(&self, entries: Vec<CachedSidecar>, last_day: &str) -> Result<(), CacheError> {
-        let n = entries.len() as i64;
-        let mut tx = self.pool.begin().await.map_err(cache_err)?;
-        self.write_batch(&mut tx, entries).await?;
-        sqlx::query("UPDATE rebuild_progress SET last_day = $2, documents = documents + $3 WHERE element_id = $1")
-            .bind(self.element_id)
-            .bind(last_day)
-            .bind(n)
-            .execute(&mut *tx)
-            .await
-            .map_err(cache_err)?;
-        tx.commit().await.map_err(cache_err)
-    }
-
-    /// Ends a rebuild: the cache is current up to the WAL position recorded at its start.
-    pub async fn finish_rebuild(&self) -> Result<(), CacheError> {
-        let mut tx = self.pool.begin().await.map_err(cache_err)?;
-        sqlx::query(
-            "INSERT INTO cache_checkpoints (element_id, wal_seq) SELECT element_id, wal_seq FROM rebuild_progress WHERE element_id = $1 \
-             ON CONFLICT (element_id) DO UPDATE SET wal_seq = GREATEST(cache_checkpoints.wal_seq, EXCLUDED.wal_seq), updated_at = now()",
-        )
-        .bind(self.element_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(cache_err)?;
-        sqlx::query("DELETE FROM rebuild_progress WHERE element_id = $1")
-            .bind(self.element_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(cache_err)?;
-        tx.commit().await.map_err(cache_err)
-    }
 }
 
 /// One column array per field, for the UNNEST insert.
@@ -481,6 +414,66 @@ impl SidecarCache for PgCache {
         .await
         .map_err(cache_err)?;
         Ok(())
+    }
+
+    async fn rebuild_progress(&self) -> Result<Option<(u64, String)>, CacheError> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT wal_seq, last_day FROM rebuild_progress WHERE element_id = $1")
+                .bind(self.element_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(cache_err)?;
+        Ok(row.map(|(s, d)| (s as u64, d)))
+    }
+
+    async fn begin_rebuild(&self, wal_seq: u64) -> Result<(), CacheError> {
+        let mut tx = self.pool.begin().await.map_err(cache_err)?;
+        for sql in ["DELETE FROM sidecars WHERE element_id = $1", "DELETE FROM cache_checkpoints WHERE element_id = $1"]
+        {
+            sqlx::query(sql).bind(self.element_id).execute(&mut *tx).await.map_err(cache_err)?;
+        }
+        sqlx::query(
+            "INSERT INTO rebuild_progress (element_id, wal_seq) VALUES ($1, $2) ON CONFLICT (element_id) \
+             DO UPDATE SET wal_seq = $2, last_day = '', documents = 0, started_at = now()",
+        )
+        .bind(self.element_id)
+        .bind(wal_seq as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(cache_err)?;
+        tx.commit().await.map_err(cache_err)
+    }
+
+    async fn rebuild_batch(&self, entries: Vec<CachedSidecar>, last_path: &str) -> Result<(), CacheError> {
+        let n = entries.len() as i64;
+        let mut tx = self.pool.begin().await.map_err(cache_err)?;
+        self.write_batch(&mut tx, entries).await?;
+        sqlx::query("UPDATE rebuild_progress SET last_day = $2, documents = documents + $3 WHERE element_id = $1")
+            .bind(self.element_id)
+            .bind(last_path)
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .map_err(cache_err)?;
+        tx.commit().await.map_err(cache_err)
+    }
+
+    async fn finish_rebuild(&self) -> Result<(), CacheError> {
+        let mut tx = self.pool.begin().await.map_err(cache_err)?;
+        sqlx::query(
+            "INSERT INTO cache_checkpoints (element_id, wal_seq) SELECT element_id, wal_seq FROM rebuild_progress WHERE element_id = $1 \
+             ON CONFLICT (element_id) DO UPDATE SET wal_seq = GREATEST(cache_checkpoints.wal_seq, EXCLUDED.wal_seq), updated_at = now()",
+        )
+        .bind(self.element_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(cache_err)?;
+        sqlx::query("DELETE FROM rebuild_progress WHERE element_id = $1")
+            .bind(self.element_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(cache_err)?;
+        tx.commit().await.map_err(cache_err)
     }
 }
 

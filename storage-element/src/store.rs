@@ -154,6 +154,8 @@ pub struct ElementInfo {
     pub tombstone_count: u64,
     /// Sidecars that could not be read at start-up (see the log for their names).
     pub unreadable_sidecars: usize,
+    /// `ready`, or `degraded: <why>` while the cache is catching up.
+    pub cache: String,
     pub mode_history: Vec<ModeChange>,
 }
 
@@ -201,6 +203,50 @@ fn effects(op: WalOp) -> (Before, After) {
     }
 }
 
+/// How a persistent cache is kept current: direct updates while healthy, and the WAL
+/// applier (see `applier`) from its checkpoint whenever they fail.
+#[derive(Debug, Default)]
+pub struct CacheSync {
+    /// Wakes the applier after a commit.
+    pub notify: tokio::sync::Notify,
+    degraded: std::sync::Mutex<Option<String>>,
+    /// The WAL sequence the cache has applied (`u64::MAX` for a volatile cache).
+    applied: std::sync::atomic::AtomicU64,
+}
+
+impl CacheSync {
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Why the cache is degraded, if it is.
+    pub fn degraded_reason(&self) -> Option<String> {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn degrade(&self, why: &str) {
+        let mut g = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            tracing::warn!(reason = why, "cache degraded: serving from the files, catching up from the wal later");
+        }
+        *g = Some(why.to_owned());
+    }
+
+    pub fn recover(&self) {
+        if self.degraded.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+            tracing::info!("cache caught up");
+        }
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set_applied(&self, seq: u64) {
+        self.applied.store(seq, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// One storage element.
 pub struct Store {
     cfg: StoreConfig,
@@ -217,6 +263,8 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     known_dirs: Mutex<HashSet<PathBuf>>,
     unreadable: Mutex<Vec<String>>,
+    sync: Arc<CacheSync>,
+    last_stats: Mutex<crate::cache::CacheStats>,
 }
 
 impl std::fmt::Debug for Store {
@@ -274,6 +322,8 @@ impl Store {
             clock,
             known_dirs: Mutex::new(HashSet::new()),
             unreadable: Mutex::new(vec![]),
+            sync: Arc::new(CacheSync::default()),
+            last_stats: Mutex::new(Default::default()),
             cfg,
         });
         let mut report = RecoveryReport { damaged_wal_lines: replay.damaged.len(), ..Default::default() };
@@ -289,10 +339,16 @@ impl Store {
         }
         report.temp_files_removed = durable::clear_dir(&store.layout.tmp())? + durable::clear_dir(&store.cold.tmp())?;
         store.wal.sync().await?;
-        store.wal.prune(u64::MAX)?;
-        let (loaded, unreadable) = store.load_cache().await?;
-        report.sidecars_loaded = loaded;
-        report.unreadable_sidecars = unreadable;
+        if store.cache.is_persistent() {
+            // Kept current from the WAL by the applier; its segments stay until applied.
+            store.sync.set_applied(0);
+        } else {
+            store.sync.set_applied(u64::MAX);
+            store.wal.prune(u64::MAX)?;
+            let (loaded, unreadable) = store.load_cache().await?;
+            report.sidecars_loaded = loaded;
+            report.unreadable_sidecars = unreadable;
+        }
         store.resume_restores().await;
         tracing::info!(
             completed = report.completed,
@@ -307,7 +363,7 @@ impl Store {
 
     /// Finishes or rolls back one interrupted intent. Returns whether it was completed.
     async fn recover(&self, rec: &WalRecord, audited: &HashSet<(Uuid, u64)>) -> anyhow::Result<bool> {
-        let WalRecord::Intent { seq, op, file_id, revision, sidecar, .. } = rec else {
+        let WalRecord::Intent { op, file_id, revision, sidecar, .. } = rec else {
             return Ok(false);
         };
         let sidecar_path = self.layout.root().join(sidecar);
@@ -350,7 +406,7 @@ impl Store {
                     })
                     .await?;
             }
-            self.wal.resolve_replayed(*seq, true).await?;
+            self.wal.resolve_replayed(rec, true).await?;
             tracing::info!(file = %file_id, ?op, "completed an interrupted operation");
         } else {
             match op {
@@ -362,7 +418,7 @@ impl Store {
                 }
                 _ => {}
             }
-            self.wal.resolve_replayed(*seq, false).await?;
+            self.wal.resolve_replayed(rec, false).await?;
             tracing::info!(file = %file_id, ?op, "rolled back an interrupted operation");
         }
         Ok(done)
@@ -371,14 +427,12 @@ impl Store {
     /// Walks every day folder in parallel and fills the cache.
     async fn load_cache(self: &Arc<Self>) -> anyhow::Result<(usize, Vec<String>)> {
         let root = self.layout.root().to_owned();
-        let (entries, bad) = blocking(move || scan_sidecars(&root)).await??;
+        let (entries, bad) = blocking(move || crate::rebuild::scan_all(&root)).await??;
         for b in &bad {
             tracing::error!("{b}");
         }
         let n = entries.len();
-        for e in entries {
-            self.cache.upsert(e).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        self.cache.upsert_many(entries).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         self.unreadable.lock().unwrap_or_else(|e| e.into_inner()).clone_from(&bad);
         Ok((n, bad))
     }
@@ -571,11 +625,24 @@ impl Store {
                 detail,
             })
             .await?;
-        self.wal.commit(seq).await?;
-        if let Err(e) = self.cache.upsert(CachedSidecar { sidecar: Arc::new(sc.clone()), path: rel.to_owned() }).await {
-            // The files are the truth; the cache catches up on the next rebuild.
-            tracing::warn!(error = %e, file = %sc.file_id, "cache update failed");
+        self.wal.commit(seq, sc.file_id, rel).await?;
+        let entry = CachedSidecar { sidecar: Arc::new(sc.clone()), path: rel.to_owned() };
+        if !self.cache.is_persistent() {
+            if let Err(e) = self.cache.upsert(entry).await {
+                tracing::warn!(error = %e, file = %sc.file_id, "cache update failed");
+            }
+            return Ok(());
         }
+        // A persistent cache is updated right away while it is healthy; the applier replays
+        // the WAL from its checkpoint whenever that fails, so nothing waits on the database.
+        if !self.sync.is_degraded() {
+            match tokio::time::timeout(Duration::from_secs(2), self.cache.upsert(entry)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.sync.degrade(&e.to_string()),
+                Err(_) => self.sync.degrade("cache update timed out"),
+            }
+        }
+        self.sync.notify.notify_one();
         Ok(())
     }
 
@@ -1045,7 +1112,14 @@ impl Store {
     /// The element summary.
     pub async fn info(&self) -> Result<ElementInfo, StoreError> {
         let e = self.element.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let stats = self.cache.stats().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // The summary must answer while the cache is down: the last counts it gave.
+        let stats = match self.cache.stats().await {
+            Ok(s) => {
+                *self.last_stats.lock().unwrap_or_else(|e| e.into_inner()) = s;
+                s
+            }
+            Err(_) => *self.last_stats.lock().unwrap_or_else(|e| e.into_inner()),
+        };
         let root = self.layout.root().to_owned();
         let (free, total) =
             blocking(move || (fs4::available_space(&root).unwrap_or(0), fs4::total_space(&root).unwrap_or(0))).await?;
@@ -1060,6 +1134,7 @@ impl Store {
             document_count: stats.documents,
             tombstone_count: stats.tombstones,
             unreadable_sidecars: self.unreadable.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            cache: self.sync.degraded_reason().map(|r| format!("degraded: {r}")).unwrap_or_else(|| "ready".to_owned()),
             mode_history: e.mode_history,
         })
     }
@@ -1070,9 +1145,23 @@ impl Store {
         Ok(())
     }
 
-    /// Drops fully resolved WAL segments.
+    /// Drops WAL segments that are resolved and applied to the cache.
     pub fn prune_wal(&self) -> std::io::Result<usize> {
-        self.wal.prune(u64::MAX)
+        self.wal.prune(self.sync.applied().saturating_add(1))
+    }
+
+    /// The cache and how it is kept in sync (for the applier and health).
+    pub fn cache(&self) -> &Arc<dyn SidecarCache> {
+        &self.cache
+    }
+
+    pub fn cache_sync(&self) -> &Arc<CacheSync> {
+        &self.sync
+    }
+
+    /// The element's WAL folder.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.layout.wal()
     }
 }
 
@@ -1218,56 +1307,6 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             }
         }
     }
-}
-
-/// Reads every sidecar under `root/data`, the day folders in parallel.
-pub fn scan_sidecars(root: &Path) -> std::io::Result<(Vec<CachedSidecar>, Vec<String>)> {
-    use rayon::prelude::*;
-    let data = root.join("data");
-    let mut days = vec![];
-    for e in walkdir::WalkDir::new(&data).min_depth(3).max_depth(3) {
-        let e = e.map_err(std::io::Error::other)?;
-        if e.file_type().is_dir() {
-            days.push(e.into_path());
-        }
-    }
-    let results: Vec<(Vec<CachedSidecar>, Vec<String>)> = days
-        .par_iter()
-        .map(|day| {
-            let mut ok = vec![];
-            let mut bad = vec![];
-            let rel_day = day.strip_prefix(root).unwrap_or(day).to_owned();
-            let entries = match std::fs::read_dir(day) {
-                Ok(e) => e,
-                Err(e) => return (ok, vec![format!("{}: {e}", rel_day.display())]),
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if !name.ends_with(crate::sidecar::SIDECAR_SUFFIX) {
-                    continue;
-                }
-                let rel = rel_day.join(name.as_ref());
-                match std::fs::read(entry.path())
-                    .map_err(|source| SidecarError::Io { path: rel.clone(), source })
-                    .and_then(|b| Sidecar::parse(&b, &rel))
-                {
-                    Ok(sc) => {
-                        ok.push(CachedSidecar { sidecar: Arc::new(sc), path: rel.to_string_lossy().into_owned() })
-                    }
-                    Err(e) => bad.push(e.to_string()),
-                }
-            }
-            (ok, bad)
-        })
-        .collect();
-    let mut all = vec![];
-    let mut bad = vec![];
-    for (o, b) in results {
-        all.extend(o);
-        bad.extend(b);
-    }
-    Ok((all, bad))
 }
 
 #[cfg(test)]

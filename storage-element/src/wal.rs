@@ -59,6 +59,11 @@ pub enum WalRecord {
     Commit {
         seq: u64,
         intent: u64,
+        /// The file and sidecar the committed intent changed (for caches catching up).
+        #[serde(default)]
+        file_id: Option<Uuid>,
+        #[serde(default)]
+        sidecar: Option<String>,
     },
     Abort {
         seq: u64,
@@ -89,7 +94,7 @@ pub struct Intent {
 #[derive(Debug)]
 pub enum WalItem {
     Intent(Intent),
-    Commit(u64),
+    Commit { intent: u64, file_id: Uuid, sidecar: String },
     Abort(u64),
 }
 
@@ -124,7 +129,9 @@ impl JournalSink for WalSink {
                 at: i.at,
                 actor: i.actor,
             },
-            WalItem::Commit(intent) => WalRecord::Commit { seq, intent },
+            WalItem::Commit { intent, file_id, sidecar } => {
+                WalRecord::Commit { seq, intent, file_id: Some(file_id), sidecar: Some(sidecar) }
+            }
             WalItem::Abort(intent) => WalRecord::Abort { seq, intent },
         };
         let _ = serde_json::to_writer(&mut *buf, &rec);
@@ -239,11 +246,11 @@ impl Wal {
         Ok(seq)
     }
 
-    /// Marks an intent done (durable with the next fsync).
-    pub async fn commit(&self, intent: u64) -> io::Result<()> {
-        self.journal.append(WalItem::Commit(intent), false).await?;
+    /// Marks an intent done (durable with the next fsync). Returns the commit's sequence.
+    pub async fn commit(&self, intent: u64, file_id: Uuid, sidecar: &str) -> io::Result<u64> {
+        let seq = self.journal.append(WalItem::Commit { intent, file_id, sidecar: sidecar.to_owned() }, false).await?;
         self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&intent);
-        Ok(())
+        Ok(seq)
     }
 
     /// Marks an intent rolled back.
@@ -254,8 +261,13 @@ impl Wal {
     }
 
     /// Resolves a replayed intent from an earlier run.
-    pub async fn resolve_replayed(&self, intent: u64, committed: bool) -> io::Result<()> {
-        let item = if committed { WalItem::Commit(intent) } else { WalItem::Abort(intent) };
+    pub async fn resolve_replayed(&self, rec: &WalRecord, committed: bool) -> io::Result<()> {
+        let WalRecord::Intent { seq, file_id, sidecar, .. } = rec else { return Ok(()) };
+        let item = if committed {
+            WalItem::Commit { intent: *seq, file_id: *file_id, sidecar: sidecar.clone() }
+        } else {
+            WalItem::Abort(*seq)
+        };
         self.journal.append(item, false).await.map(|_| ())
     }
 
@@ -291,6 +303,83 @@ impl Wal {
     }
 }
 
+/// Where the first retained segment starts (`None`: no segments).
+pub fn first_retained_seq(dir: &Path) -> io::Result<Option<u64>> {
+    Ok(segments(dir)?.first().map(|(s, _)| *s))
+}
+
+/// The highest sequence number written so far (0 for an empty log).
+pub fn last_seq(dir: &Path) -> io::Result<u64> {
+    Ok(replay(dir)?.next_seq - 1)
+}
+
+/// Reads records appended after a sequence number, incrementally, across segments.
+#[derive(Debug)]
+pub struct WalTail {
+    dir: PathBuf,
+    /// Records up to this sequence have been handed out.
+    after: u64,
+    /// The segment being read: its first sequence, path and how far it was read.
+    current: Option<(u64, PathBuf, u64)>,
+}
+
+impl WalTail {
+    /// A reader that will hand out every record with `seq > after`.
+    pub fn new(dir: &Path, after: u64) -> Self {
+        Self { dir: dir.to_owned(), after, current: None }
+    }
+
+    /// The last sequence handed out.
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+
+    /// Every complete record appended since the last call.
+    pub fn read_new(&mut self) -> io::Result<Vec<WalRecord>> {
+        use std::io::{Read as _, Seek as _};
+        let mut out = Vec::new();
+        loop {
+            let segs = segments(&self.dir)?;
+            if self.current.is_none() {
+                // The segment holding `after + 1`: the last one starting at or before it.
+                let pick = segs.iter().rev().find(|(first, _)| *first <= self.after + 1).or(segs.first());
+                let Some((first, path)) = pick else { return Ok(out) };
+                self.current = Some((*first, path.clone(), 0));
+            }
+            let Some((first, path, offset)) = self.current.clone() else { return Ok(out) };
+            let mut f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.current = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            f.seek(std::io::SeekFrom::Start(offset))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            let complete = buf.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+            for line in buf[..complete].split(|b| *b == b'\n') {
+                if line.is_empty() {
+                    continue;
+                }
+                if let Ok(rec) = serde_json::from_slice::<WalRecord>(line)
+                    && rec.seq() > self.after
+                {
+                    self.after = rec.seq();
+                    out.push(rec);
+                }
+            }
+            self.current = Some((first, path, offset + complete as u64));
+            // Move on only when this segment is finished and a later one exists.
+            match segs.iter().find(|(s, _)| *s > first) {
+                Some((next, next_path)) if complete == buf.len() => self.current = Some((*next, next_path.clone(), 0)),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,7 +403,7 @@ mod tests {
             let a = wal.intent(intent(WalOp::Create)).await.unwrap();
             let _b = wal.intent(intent(WalOp::Update)).await.unwrap();
             let c = wal.intent(intent(WalOp::Delete)).await.unwrap();
-            wal.commit(a).await.unwrap();
+            wal.commit(a, Uuid::now_v7(), "data/x.attr.json").await.unwrap();
             wal.abort(c).await.unwrap();
             wal.sync().await.unwrap();
         }
@@ -329,11 +418,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tail_reads_appends_incrementally_across_segments() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), 1).unwrap();
+        let a = wal.intent(intent(WalOp::Create)).await.unwrap();
+        let mut tail = WalTail::new(d.path(), 0);
+        assert_eq!(tail.read_new().unwrap().len(), 1);
+        wal.commit(a, Uuid::now_v7(), "s").await.unwrap();
+        wal.sync().await.unwrap();
+        let recs = tail.read_new().unwrap();
+        assert!(matches!(recs[..], [WalRecord::Commit { intent: 1, .. }]));
+        assert!(tail.read_new().unwrap().is_empty());
+        drop(wal);
+        // A new segment (as after a restart) is followed.
+        let wal = Wal::open(d.path(), 3).unwrap();
+        wal.intent(intent(WalOp::Update)).await.unwrap();
+        assert_eq!(tail.read_new().unwrap().iter().map(WalRecord::seq).collect::<Vec<_>>(), vec![3]);
+        // A fresh tail from a checkpoint skips what is before it.
+        let mut from2 = WalTail::new(d.path(), 2);
+        assert_eq!(from2.read_new().unwrap().iter().map(WalRecord::seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(from2.position(), 3);
+    }
+
+    #[tokio::test]
     async fn prune_keeps_the_active_segment() {
         let d = tempfile::tempdir().unwrap();
         let wal = Wal::open(d.path(), 1).unwrap();
         let a = wal.intent(intent(WalOp::Create)).await.unwrap();
-        wal.commit(a).await.unwrap();
+        wal.commit(a, Uuid::now_v7(), "data/x.attr.json").await.unwrap();
         wal.sync().await.unwrap();
         drop(wal);
         let wal = Wal::open(d.path(), 3).unwrap();
