@@ -54,6 +54,29 @@ pub enum ElementAction {
     Verify(VerifyArgs),
     /// Check the audit journal's hash chain and every sidecar against it.
     VerifyAudit(VerifyAuditArgs),
+    /// Fill an empty or stale PostgreSQL cache from the files alone (resumable).
+    RebuildCache(CacheArgs),
+    /// Compare the PostgreSQL cache with the files; --repair fixes the differences.
+    CheckCache(CheckCacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The element root.
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: PathBuf,
+    /// The PostgreSQL cache URL.
+    #[arg(long, env = "ARTSTORE_CACHE")]
+    pub cache: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckCacheArgs {
+    #[command(flatten)]
+    pub target: CacheArgs,
+    /// Make the cache match the files.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +135,9 @@ pub struct ElementArgs {
     /// Milliseconds the cold tier takes before a restore copy starts (default 0).
     #[arg(long, env = "ARTSTORE_COLD_RESTORE_LATENCY_MS")]
     pub cold_restore_latency_ms: Option<u64>,
+    /// The sidecar cache: a postgres:// URL (default: the embedded in-memory cache).
+    #[arg(long, env = "ARTSTORE_CACHE")]
+    pub cache: Option<String>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -147,6 +173,9 @@ impl ElementArgs {
         }
         if a.cold_root.is_some() {
             cfg.cold_root = a.cold_root;
+        }
+        if a.cache.is_some() {
+            cfg.cache = a.cache;
         }
         overlay!(
             cfg,
@@ -273,6 +302,10 @@ drain_timeout_secs = 60
 max_upload_bytes = 68719476736
 # Milliseconds the cold tier takes before a restore copy starts. ARTSTORE_COLD_RESTORE_LATENCY_MS
 cold_restore_latency_ms = 0
+# The sidecar cache: unset for the embedded in-memory cache, or a PostgreSQL URL. It is
+# only a cache: it catches up from the WAL after an outage and is rebuilt from the files.
+# ARTSTORE_CACHE, --cache
+# cache = "postgres://artstore@127.0.0.1:5432/artstore"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 "#;
@@ -321,6 +354,67 @@ pub fn verify(data: &Path, cold_root: Option<&Path>) -> anyhow::Result<ExitCode>
         report.tombstones
     );
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn open_cache(a: &CacheArgs) -> anyhow::Result<artstore_storage_element::pg::PgCache> {
+    let path = a.data.join("element.json");
+    let element = artstore_storage_element::element::ElementFile::read(&path)?.ok_or_else(|| {
+        anyhow::anyhow!("{}: not found (is {} a storage element root?)", path.display(), a.data.display())
+    })?;
+    artstore_storage_element::pg::PgCache::open(&a.cache, element.element_id).await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `artstore storage-element rebuild-cache`.
+pub async fn rebuild_cache(a: &CacheArgs) -> anyhow::Result<ExitCode> {
+    let cache = open_cache(a).await?;
+    let pb = bar(0, "{spinner} rebuilding [{bar:40}] {pos}/{len} day folders, {msg} (eta {eta})");
+    let report = artstore_storage_element::rebuild::rebuild(&a.data, &cache, &|r| {
+        pb.set_length(r.days_total);
+        pb.set_position(r.days_done);
+        pb.set_message(format!(
+            "{} documents, {:.0}/s",
+            r.documents,
+            r.documents as f64 / r.elapsed.as_secs_f64().max(1e-3)
+        ));
+    })
+    .await?;
+    pb.finish_and_clear();
+    for u in &report.unreadable {
+        println!("UNREADABLE {u}");
+    }
+    if let Some(after) = &report.resumed_after {
+        println!("resumed an interrupted rebuild after {after}");
+    }
+    let secs = report.elapsed.as_secs_f64();
+    println!(
+        "rebuilt the cache from {} day folders: {} documents, {} bytes in {secs:.1}s ({:.0} documents/s), {} unreadable sidecars skipped",
+        report.days_total,
+        report.documents,
+        report.bytes,
+        report.documents as f64 / secs.max(1e-3),
+        report.unreadable.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `artstore storage-element check-cache`.
+pub async fn check_cache(a: &CheckCacheArgs) -> anyhow::Result<ExitCode> {
+    let cache = open_cache(&a.target).await?;
+    let report = artstore_storage_element::rebuild::check(&a.target.data, &cache, a.repair).await?;
+    for d in &report.drift {
+        println!("{d}");
+    }
+    for u in &report.unreadable {
+        println!("UNREADABLE {u}");
+    }
+    println!(
+        "compared {} sidecars with {} cache entries: {} differences{}",
+        report.sidecars,
+        report.cached,
+        report.drift.len(),
+        if report.repaired { ", all repaired" } else { "" }
+    );
+    Ok(if report.drift.is_empty() || report.repaired { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `artstore storage-element verify-audit`.

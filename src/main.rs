@@ -44,6 +44,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => storage_element(cmd.run).await.map(|()| ExitCode::SUCCESS),
             Some(ElementAction::Verify(a)) => Ok(cli::verify(&a.data, a.cold_root.as_deref())?),
             Some(ElementAction::VerifyAudit(a)) => Ok(cli::verify_audit(&a.data)?),
+            Some(ElementAction::RebuildCache(a)) => cli::rebuild_cache(&a).await,
+            Some(ElementAction::CheckCache(a)) => cli::check_cache(&a).await,
         },
         Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
         Command::Config { action: ConfigAction::Example } => {

@@ -93,10 +93,19 @@ pub struct Health {
     inner: Arc<HealthInner>,
 }
 
+/// The state of one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Ready,
+    /// Working with reduced service (e.g. a cache catching up); still ready.
+    Degraded(String),
+    /// Not able to serve; readiness fails.
+    NotReady(String),
+}
+
 #[derive(Debug)]
 struct HealthInner {
-    /// Component name → `None` when ready, or why it is not.
-    checks: Mutex<BTreeMap<String, Option<String>>>,
+    checks: Mutex<BTreeMap<String, Check>>,
     metrics: Metrics,
 }
 
@@ -112,19 +121,28 @@ impl Health {
         Self { inner: Arc::new(HealthInner { checks: Mutex::new(BTreeMap::new()), metrics: Metrics::new() }) }
     }
 
+    fn set(&self, component: &str, c: Check) {
+        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).insert(component.to_owned(), c);
+    }
+
     /// Marks a component ready.
     pub fn set_ready(&self, component: &str) {
-        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).insert(component.to_owned(), None);
+        self.set(component, Check::Ready);
+    }
+
+    /// Marks a component degraded (still ready), with the reason shown on `/health/ready`.
+    pub fn set_degraded(&self, component: &str, reason: impl Into<String>) {
+        self.set(component, Check::Degraded(reason.into()));
     }
 
     /// Marks a component not ready, with the reason shown on `/health/ready`.
     pub fn set_not_ready(&self, component: &str, reason: impl Into<String>) {
-        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).insert(component.to_owned(), Some(reason.into()));
+        self.set(component, Check::NotReady(reason.into()));
     }
 
-    /// Whether every component is ready.
+    /// Whether every component is ready (degraded counts as ready).
     pub fn is_ready(&self) -> bool {
-        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).values().all(Option::is_none)
+        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).values().all(|c| !matches!(c, Check::NotReady(_)))
     }
 
     /// The metrics registry.
@@ -144,12 +162,14 @@ pub fn router(health: Health) -> Router {
 
 async fn ready(State(h): State<Health>) -> Response {
     let checks = h.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let ready = checks.values().all(Option::is_none);
+    let ready = checks.values().all(|c| !matches!(c, Check::NotReady(_)));
+    let degraded = checks.values().any(|c| matches!(c, Check::Degraded(_)));
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if !ready { "not_ready" } else if degraded { "degraded" } else { "ready" },
         "checks": checks.iter().map(|(k, v)| (k.clone(), match v {
-            None => serde_json::json!({"status": "ready"}),
-            Some(r) => serde_json::json!({"status": "not_ready", "reason": r}),
+            Check::Ready => serde_json::json!({"status": "ready"}),
+            Check::Degraded(r) => serde_json::json!({"status": "degraded", "reason": r}),
+            Check::NotReady(r) => serde_json::json!({"status": "not_ready", "reason": r}),
         })).collect::<serde_json::Map<_, _>>(),
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -178,11 +198,15 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         h.set_ready("recovery");
-        let r = app
-            .oneshot(axum::http::Request::get("/health/ready").body(axum::body::Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        let get = || axum::http::Request::get("/health/ready").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(get()).await.unwrap().status(), StatusCode::OK);
+        h.set_degraded("cache", "postgresql is unreachable");
+        let r = app.oneshot(get()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "degraded is still ready");
+        let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], "degraded");
+        assert_eq!(v["checks"]["cache"]["reason"], "postgresql is unreachable");
     }
 
     #[test]

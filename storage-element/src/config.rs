@@ -33,6 +33,9 @@ pub struct ElementConfig {
     pub max_upload_bytes: u64,
     /// Milliseconds the cold tier takes before a restore copy starts.
     pub cold_restore_latency_ms: u64,
+    /// The sidecar cache: absent for the embedded (in-memory) cache, or a
+    /// `postgres://` URL. Either way it is rebuilt from the files when needed.
+    pub cache: Option<String>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -54,6 +57,7 @@ impl Default for ElementConfig {
             drain_timeout_secs: 60,
             max_upload_bytes: 64 * 1024 * 1024 * 1024,
             cold_restore_latency_ms: 0,
+            cache: None,
             log_format: LogFormat::Pretty,
         }
     }

@@ -3,6 +3,7 @@
 //! sidecar rename. Caches are mirrors; the files are the truth.
 
 pub mod api;
+pub mod applier;
 pub mod audit;
 pub mod cache;
 pub mod config;

@@ -58,6 +58,7 @@ pub async fn connect(url: &str) -> Result<PgPool, CacheError> {
 pub struct PgCache {
     pool: PgPool,
     element_id: Uuid,
+    migrated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for PgCache {
@@ -85,14 +86,38 @@ fn state_str(s: DocState) -> &'static str {
 }
 
 impl PgCache {
-    /// Connects and applies migrations.
+    /// Connects and applies migrations now (for the command-line tools).
     pub async fn open(url: &str, element_id: Uuid) -> Result<PgCache, CacheError> {
         let pool = connect(url).await?;
-        MIGRATOR.run(&pool).await.map_err(|e| {
+        let c = PgCache { pool, element_id, migrated: Default::default() };
+        c.migrate().await?;
+        Ok(c)
+    }
+
+    /// A cache whose connections are made on first use, so an element starts (degraded)
+    /// while PostgreSQL is down. Migrations run with the first checkpoint read.
+    pub fn open_lazy(url: &str, element_id: Uuid) -> Result<PgCache, CacheError> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|_| CacheError::Unavailable("the cache URL is not a valid postgres:// URL".into()))?
+            .options([("synchronous_commit", "off")]);
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(opts);
+        Ok(PgCache { pool, element_id, migrated: Default::default() })
+    }
+
+    async fn migrate(&self) -> Result<(), CacheError> {
+        if self.migrated.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        MIGRATOR.run(&self.pool).await.map_err(|e| {
             tracing::error!(error = %e, "cache migrations failed");
-            CacheError::Query("migration".into())
+            match e {
+                sqlx::migrate::MigrateError::Execute(e) => cache_err(e),
+                _ => CacheError::Query("migration".into()),
+            }
         })?;
-        Ok(PgCache { pool, element_id })
+        self.migrated.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -100,6 +125,7 @@ impl PgCache {
     }
 
     async fn fetch(&self, mut qb: QueryBuilder<Postgres>) -> Result<Vec<CachedSidecar>, CacheError> {
+        self.migrate().await?;
         let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&self.pool).await.map_err(cache_err)?;
         rows_to_entries(rows)
     }
@@ -263,6 +289,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn upsert_many(&self, entries: Vec<CachedSidecar>) -> Result<(), CacheError> {
+        self.migrate().await?;
         let mut conn = self.pool.acquire().await.map_err(cache_err)?;
         self.write_batch(&mut conn, entries).await
     }
@@ -360,6 +387,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn stats(&self) -> Result<CacheStats, CacheError> {
+        self.migrate().await?;
         let (documents, tombstones, bytes): (i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE state NOT IN ('deleted','disposed')), count(*) FILTER (WHERE state IN ('deleted','disposed')), \
              coalesce(sum(size) FILTER (WHERE state NOT IN ('deleted','disposed')), 0)::int8 FROM sidecars WHERE element_id = $1",
@@ -372,6 +400,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn remove(&self, file_id: Uuid) -> Result<(), CacheError> {
+        self.migrate().await?;
         sqlx::query("DELETE FROM sidecars WHERE element_id = $1 AND file_id = $2")
             .bind(self.element_id)
             .bind(file_id)
@@ -382,6 +411,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn revisions(&self) -> Result<Vec<(Uuid, u64)>, CacheError> {
+        self.migrate().await?;
         let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT file_id, revision FROM sidecars WHERE element_id = $1")
             .bind(self.element_id)
             .fetch_all(&self.pool)
@@ -395,6 +425,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn checkpoint(&self) -> Result<Option<u64>, CacheError> {
+        self.migrate().await?;
         let row: Option<(i64,)> = sqlx::query_as("SELECT wal_seq FROM cache_checkpoints WHERE element_id = $1")
             .bind(self.element_id)
             .fetch_optional(&self.pool)
@@ -404,6 +435,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn set_checkpoint(&self, seq: u64) -> Result<(), CacheError> {
+        self.migrate().await?;
         sqlx::query(
             "INSERT INTO cache_checkpoints (element_id, wal_seq) VALUES ($1, $2) \
              ON CONFLICT (element_id) DO UPDATE SET wal_seq = EXCLUDED.wal_seq, updated_at = now()",
@@ -417,6 +449,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn rebuild_progress(&self) -> Result<Option<(u64, String)>, CacheError> {
+        self.migrate().await?;
         let row: Option<(i64, String)> =
             sqlx::query_as("SELECT wal_seq, last_day FROM rebuild_progress WHERE element_id = $1")
                 .bind(self.element_id)
@@ -427,6 +460,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn begin_rebuild(&self, wal_seq: u64) -> Result<(), CacheError> {
+        self.migrate().await?;
         let mut tx = self.pool.begin().await.map_err(cache_err)?;
         for sql in ["DELETE FROM sidecars WHERE element_id = $1", "DELETE FROM cache_checkpoints WHERE element_id = $1"]
         {
@@ -445,6 +479,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn rebuild_batch(&self, entries: Vec<CachedSidecar>, last_path: &str) -> Result<(), CacheError> {
+        self.migrate().await?;
         let n = entries.len() as i64;
         let mut tx = self.pool.begin().await.map_err(cache_err)?;
         self.write_batch(&mut tx, entries).await?;
@@ -459,6 +494,7 @@ impl SidecarCache for PgCache {
     }
 
     async fn finish_rebuild(&self) -> Result<(), CacheError> {
+        self.migrate().await?;
         let mut tx = self.pool.begin().await.map_err(cache_err)?;
         sqlx::query(
             "INSERT INTO cache_checkpoints (element_id, wal_seq) SELECT element_id, wal_seq FROM rebuild_progress WHERE element_id = $1 \

@@ -245,3 +245,92 @@ mod tests {
         assert_eq!(after[0], "data/2024/01/01/f00006.attr.json");
     }
 }
+
+/// One difference between the cache and the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// A sidecar on disk the cache does not have.
+    Missing { path: String },
+    /// A cache entry with no sidecar on disk.
+    Extra { file_id: uuid::Uuid },
+    /// The cache holds another revision than the file.
+    Stale { path: String, cached: u64, on_disk: u64 },
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drift::Missing { path } => write!(f, "MISSING {path}: not in the cache"),
+            Drift::Extra { file_id } => write!(f, "EXTRA   {file_id}: in the cache, no sidecar on disk"),
+            Drift::Stale { path, cached, on_disk } => {
+                write!(f, "STALE   {path}: cache has revision {cached}, file has {on_disk}")
+            }
+        }
+    }
+}
+
+/// What `check-cache` found (and repaired).
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub sidecars: u64,
+    pub cached: u64,
+    pub drift: Vec<Drift>,
+    pub unreadable: Vec<String>,
+    pub repaired: bool,
+}
+
+/// Compares the cache with the files; with `repair`, makes the cache match them.
+pub async fn check(root: &Path, cache: &dyn SidecarCache, repair: bool) -> Result<CheckReport, RebuildError> {
+    let root2 = root.to_owned();
+    // Only ids, revisions and paths are held: memory stays small for large stores.
+    let (on_disk, unreadable) = tokio::task::spawn_blocking(move || {
+        let mut m: std::collections::HashMap<uuid::Uuid, (u64, String)> = std::collections::HashMap::new();
+        let mut bad = vec![];
+        walk(&root2, None, |b| {
+            for e in b.entries {
+                m.insert(e.sidecar.file_id, (e.sidecar.revision, e.path.clone()));
+            }
+            bad.extend(b.unreadable);
+            true
+        })
+        .map(|()| (m, bad))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let cached: std::collections::HashMap<uuid::Uuid, u64> = cache.revisions().await?.into_iter().collect();
+    let mut report =
+        CheckReport { sidecars: on_disk.len() as u64, cached: cached.len() as u64, unreadable, ..Default::default() };
+    for (id, (rev, path)) in &on_disk {
+        match cached.get(id) {
+            None => report.drift.push(Drift::Missing { path: path.clone() }),
+            Some(c) if c != rev => report.drift.push(Drift::Stale { path: path.clone(), cached: *c, on_disk: *rev }),
+            Some(_) => {}
+        }
+    }
+    for id in cached.keys() {
+        if !on_disk.contains_key(id) {
+            report.drift.push(Drift::Extra { file_id: *id });
+        }
+    }
+    report.drift.sort_by_key(ToString::to_string);
+    if repair && !report.drift.is_empty() {
+        let mut fix = vec![];
+        for d in &report.drift {
+            match d {
+                Drift::Missing { path } | Drift::Stale { path, .. } => {
+                    let sc = Sidecar::read(&root.join(path)).map_err(|e| std::io::Error::other(e.to_string()))?;
+                    fix.push(CachedSidecar { sidecar: Arc::new(sc), path: path.clone() });
+                }
+                Drift::Extra { file_id } => cache.remove(*file_id).await?,
+            }
+        }
+        // A stale entry may carry a higher revision than the file (a restored backup):
+        // the files win, so those are removed first and written again.
+        for e in &fix {
+            cache.remove(e.sidecar.file_id).await?;
+        }
+        cache.upsert_many(fix).await?;
+        report.repaired = true;
+    }
+    Ok(report)
+}

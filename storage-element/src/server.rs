@@ -4,6 +4,7 @@
 use crate::api::{self, AppState};
 use crate::cache::{EmbeddedCache, SidecarCache};
 use crate::config::ElementConfig;
+use crate::pg::PgCache;
 use crate::store::{Store, StoreConfig};
 use artstore_shared::Clock;
 use artstore_shared::auth::{Auth, TokenVerifier};
@@ -17,6 +18,8 @@ pub struct Element {
     pub store: Arc<Store>,
     pub router: axum::Router,
     pub health: Health,
+    /// Keeps a persistent cache current from the WAL (absent for the embedded cache).
+    pub applier: Option<tokio::task::JoinHandle<()>>,
     cfg: ElementConfig,
 }
 
@@ -53,14 +56,24 @@ impl Element {
     ) -> anyhow::Result<Element> {
         let health = Health::new();
         health.set_not_ready("store", "recovering");
-        let cache: Arc<dyn SidecarCache> = Arc::new(EmbeddedCache::new());
-        let (store, _report) = Store::open(cfg.store_config()?, cache, clock).await?;
+        let store_cfg = cfg.store_config()?;
+        let cache: Arc<dyn SidecarCache> = match &cfg.cache {
+            None => Arc::new(EmbeddedCache::new()),
+            Some(url) => {
+                let element = Store::identity(&store_cfg, clock.as_ref())?;
+                health.set_degraded("cache", "connecting");
+                Arc::new(PgCache::open_lazy(url, element.element_id).map_err(|e| anyhow::anyhow!("cache: {e}"))?)
+            }
+        };
+        let (store, _report) = Store::open(store_cfg, cache, clock).await?;
         health.set_ready("store");
+        let applier =
+            store.cache().is_persistent().then(|| tokio::spawn(crate::applier::run(store.clone(), health.clone())));
         let router = artstore_shared::telemetry::instrument(
             api::router(AppState { store: store.clone(), auth: Auth(verifier) }),
             health.clone(),
         );
-        Ok(Element { store, router, health, cfg })
+        Ok(Element { store, router, health, applier, cfg })
     }
 
     /// Serves until `shutdown` resolves, then drains and flushes.
@@ -82,6 +95,9 @@ impl Element {
             })
             .await?;
         worker.abort();
+        if let Some(a) = self.applier {
+            a.abort();
+        }
         store.flush().await?;
         tracing::info!("storage element stopped");
         Ok(())

@@ -294,18 +294,9 @@ impl Store {
     ) -> anyhow::Result<(Arc<Store>, RecoveryReport)> {
         let layout = Layout::new(&cfg.root);
         let cold = Layout::new(&cfg.cold_root);
-        layout.create_dirs()?;
         std::fs::create_dir_all(cold.data())?;
         std::fs::create_dir_all(cold.tmp())?;
-        let element = match ElementFile::read(&layout.element_file())? {
-            Some(e) => e,
-            None => {
-                let e = ElementFile::new(cfg.initial_mode, clock.now());
-                durable::write_atomic(&layout.tmp(), &layout.element_file(), &e.to_bytes())?;
-                tracing::info!(element = %e.element_id, root = %cfg.root.display(), "created a new storage element");
-                e
-            }
-        };
+        let element = Self::identity(&cfg, clock.as_ref())?;
         let replay = wal::replay(&layout.wal())?;
         let (audit, tail) = AuditLog::open(&layout.audit())?;
         let wal = Wal::open(&layout.wal(), replay.next_seq)?;
@@ -359,6 +350,21 @@ impl Store {
             "storage element recovered"
         );
         Ok((store, report))
+    }
+
+    /// Reads `element.json`, creating the element (folders and identity) the first time.
+    pub fn identity(cfg: &StoreConfig, clock: &dyn Clock) -> anyhow::Result<ElementFile> {
+        let layout = Layout::new(&cfg.root);
+        layout.create_dirs()?;
+        Ok(match ElementFile::read(&layout.element_file())? {
+            Some(e) => e,
+            None => {
+                let e = ElementFile::new(cfg.initial_mode, clock.now());
+                durable::write_atomic(&layout.tmp(), &layout.element_file(), &e.to_bytes())?;
+                tracing::info!(element = %e.element_id, root = %cfg.root.display(), "created a new storage element");
+                e
+            }
+        })
     }
 
     /// Finishes or rolls back one interrupted intent. Returns whether it was completed.
