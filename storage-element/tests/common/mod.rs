@@ -27,6 +27,16 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     pub router: Router,
     pub store: Arc<Store>,
+    applier: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A reopened element must not share the WAL with a previous run's applier.
+        if let Some(a) = self.applier.take() {
+            a.abort();
+        }
+    }
 }
 
 pub struct Resp {
@@ -80,7 +90,15 @@ impl Harness {
         let mut cfg = ElementConfig { data: Some(dir.join("element")), ..Default::default() };
         tune(&mut cfg);
         let element = Element::build(cfg, verifier, clock.clone()).await.unwrap();
-        Harness { dir: dir.to_owned(), _tmp: None, signer, clock, router: element.router, store: element.store }
+        Harness {
+            dir: dir.to_owned(),
+            _tmp: None,
+            signer,
+            clock,
+            router: element.router,
+            store: element.store,
+            applier: element.applier,
+        }
     }
 
     pub fn root(&self) -> PathBuf {

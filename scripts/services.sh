@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes sure the servers the tests talk to are installed and running on this machine:
+# PostgreSQL on 127.0.0.1:5432 (user postgres, trust on loopback). Idempotent: does nothing
+# when the server already answers. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+log() { echo "scripts/services.sh: $*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+pg_ok() { psql "postgres://postgres@127.0.0.1:5432/postgres" -Atqc 'select 1' >/dev/null 2>&1; }
+
+ensure_postgres() {
+  if pg_ok; then return 0; fi
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing postgresql"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
+  fi
+  local version cluster
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1 || true)
+  if [ -z "$version" ]; then
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+    log "creating cluster $version/main"
+    as_root pg_createcluster "$version" main >/dev/null
+  fi
+  cluster="$version main"
+  # Trust local TCP connections for the test user (this is a test machine).
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if ! as_root grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    log "allowing trust auth on loopback in $hba"
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  log "starting postgresql $cluster"
+  as_root pg_ctlcluster --skip-systemctl-redirect $cluster start 2>/dev/null || as_root pg_ctlcluster --skip-systemctl-redirect $cluster reload || true
+  for _ in $(seq 1 60); do
+    if pg_ok; then log "postgresql is up"; return 0; fi
+    sleep 0.5
+  done
+  log "postgresql did not come up on 127.0.0.1:5432"
+  return 1
+}
+
+ensure_postgres
