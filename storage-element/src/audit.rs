@@ -143,7 +143,6 @@ impl AuditLog {
         let window = len.min(8 * 1024 * 1024);
         file.seek(SeekFrom::Start(len - window))?;
         let mut tail = Vec::with_capacity(window as usize);
-        #[allow(clippy::verbose_file_reads)] // only the tail, after a seek
         file.read_to_end(&mut tail)?;
         // Cut a torn last line (no newline yet).
         let keep = tail.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
