@@ -3,23 +3,16 @@
 //! acknowledged document must be there with the right digest, nothing half-written may be
 //! visible, and no orphan content or temp file may remain.
 
+mod support;
+
 use artstore_shared::auth::{JWKS_FILE, LocalSigner};
 use rand::Rng as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_artstore");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, b).as_ref().iter().map(|x| format!("{x:02x}")).collect()
-}
+use std::time::Duration;
+use support::{BIN, Element, sha256_hex};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
@@ -37,48 +30,11 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-struct Element {
-    child: Child,
-    base: String,
-}
-
-fn start(root: &Path, jwks: &Path, log: &Path) -> Element {
-    let port = free_port();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(BIN)
-        .args(["storage-element", "--data"])
-        .arg(root)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--jwks"])
-        .arg(jwks)
-        .args(["--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Element { child, base: format!("http://127.0.0.1:{port}") }
-}
-
-async fn wait_ready(client: &reqwest::Client, e: &Element) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{}/health/ready", e.base)).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "element did not become ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn upload(client: &reqwest::Client, base: &str, token: &str, name: String, body: Vec<u8>) -> Option<String> {
-    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(body).file_name(name));
-    let r = client.post(format!("{base}/api/v1/files")).bearer_auth(token).multipart(form).send().await.ok()?;
-    if r.status() != 201 {
-        return None;
+    match support::upload(client, base, token, &name, body, &[]).await {
+        (201, v) => Some(v["file_id"].as_str()?.to_owned()),
+        _ => None,
     }
-    let v: serde_json::Value = r.json().await.ok()?;
-    Some(v["file_id"].as_str()?.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,8 +52,8 @@ async fn acknowledged_documents_survive_sigkill() {
     let mut killed_mid_flight = 0;
 
     for iteration in 0..iterations {
-        let mut e = start(&root, &jwks, &log);
-        wait_ready(&client, &e).await;
+        let mut e = Element::start(&root, &jwks, &log, &[]);
+        e.wait_ready(&client).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut clients = vec![];
@@ -136,8 +92,7 @@ async fn acknowledged_documents_survive_sigkill() {
         if in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             killed_mid_flight += 1;
         }
-        e.child.kill().unwrap(); // SIGKILL
-        e.child.wait().unwrap();
+        e.kill(); // SIGKILL
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         for c in clients {
             c.await.unwrap();
@@ -145,8 +100,8 @@ async fn acknowledged_documents_survive_sigkill() {
     }
 
     // Restart once more and check everything.
-    let mut e = start(&root, &jwks, &log);
-    wait_ready(&client, &e).await;
+    let mut e = Element::start(&root, &jwks, &log, &[]);
+    e.wait_ready(&client).await;
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > iterations, "too few uploads to mean anything: {}", acked.len());
     for (id, sha) in &acked {
@@ -195,8 +150,7 @@ async fn acknowledged_documents_survive_sigkill() {
         }
         assert!(!name.ends_with(".tmp"), "temp file in data: {name}");
     }
-    e.child.kill().unwrap();
-    e.child.wait().unwrap();
+    e.kill();
 
     // The maintenance verbs agree: every digest matches, the audit chain is whole.
     let verify = Command::new(BIN).args(["storage-element", "verify", "--data"]).arg(&root).output().unwrap();

@@ -26,9 +26,9 @@ pub async fn run(store: Arc<Store>, health: Health) {
     let mut tail: Option<WalTail> = None;
     let mut saved = 0u64;
     let mut backoff = Duration::from_millis(500);
+    sync.attach_health(health.clone());
     let fail = |why: String, backoff: &mut Duration| {
         sync.degrade(&why);
-        health.set_degraded(COMPONENT, why);
         *backoff = (*backoff * 2).min(Duration::from_secs(10));
     };
     loop {
@@ -113,10 +113,7 @@ pub async fn run(store: Arc<Store>, health: Health) {
             Ok(()) => {
                 saved = position;
                 sync.set_applied(position);
-                if sync.is_degraded() {
-                    sync.recover();
-                }
-                health.set_ready(COMPONENT);
+                sync.recover();
                 backoff = Duration::from_millis(500);
                 tokio::select! {
                     () = sync.notify.notified() => {}

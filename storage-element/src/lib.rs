@@ -17,6 +17,7 @@ pub mod rebuild;
 pub mod server;
 pub mod sidecar;
 pub mod store;
+pub mod synthetic;
 pub mod verify;
 pub mod wal;
 

@@ -47,7 +47,7 @@ pub async fn connect(url: &str) -> Result<PgPool, CacheError> {
         .options([("synchronous_commit", "off")]);
     PgPoolOptions::new()
         .max_connections(8)
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(Duration::from_secs(2))
         .connect_with(opts)
         .await
         .map_err(cache_err)
@@ -101,7 +101,7 @@ impl PgCache {
             .map_err(|_| CacheError::Unavailable("the cache URL is not a valid postgres:// URL".into()))?
             .options([("synchronous_commit", "off")]);
         let pool =
-            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(opts);
+            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(2)).connect_lazy_with(opts);
         Ok(PgCache { pool, element_id, migrated: Default::default() })
     }
 

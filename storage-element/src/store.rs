@@ -209,6 +209,8 @@ fn effects(op: WalOp) -> (Before, After) {
 pub struct CacheSync {
     /// Wakes the applier after a commit.
     pub notify: tokio::sync::Notify,
+    /// Where the cache's state is shown (`/health/ready`).
+    health: std::sync::OnceLock<artstore_shared::health::Health>,
     degraded: std::sync::Mutex<Option<String>>,
     /// The WAL sequence the cache has applied (`u64::MAX` for a volatile cache).
     applied: std::sync::atomic::AtomicU64,
@@ -224,17 +226,28 @@ impl CacheSync {
         self.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Shows the cache's state on this health handle from now on.
+    pub fn attach_health(&self, health: artstore_shared::health::Health) {
+        let _ = self.health.set(health);
+    }
+
     pub fn degrade(&self, why: &str) {
         let mut g = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
             tracing::warn!(reason = why, "cache degraded: serving from the files, catching up from the wal later");
         }
         *g = Some(why.to_owned());
+        if let Some(h) = self.health.get() {
+            h.set_degraded("cache", why);
+        }
     }
 
     pub fn recover(&self) {
         if self.degraded.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
             tracing::info!("cache caught up");
+        }
+        if let Some(h) = self.health.get() {
+            h.set_ready("cache");
         }
     }
 
@@ -642,7 +655,7 @@ impl Store {
         // A persistent cache is updated right away while it is healthy; the applier replays
         // the WAL from its checkpoint whenever that fails, so nothing waits on the database.
         if !self.sync.is_degraded() {
-            match tokio::time::timeout(Duration::from_secs(2), self.cache.upsert(entry)).await {
+            match tokio::time::timeout(Duration::from_secs(1), self.cache.upsert(entry)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => self.sync.degrade(&e.to_string()),
                 Err(_) => self.sync.degrade("cache update timed out"),
