@@ -15,7 +15,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+    #[command(flatten)]
+    pub ingest: IngestBenchArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Rebuild of a large store: raw walk-and-parse rate vs rebuild-cache into PostgreSQL.
+    Rebuild(RebuildBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildBenchArgs {
+    /// Working folder on the disk under test (the generated store is kept for reruns).
+    #[arg(long, default_value = "./artstore-bench-rebuild")]
+    pub dir: PathBuf,
+    /// Documents in the generated store.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub docs: u64,
+    /// Documents per day folder (1,000 a day: about three years of folders for a million).
+    #[arg(long, default_value_t = 1000)]
+    pub per_day: u64,
+    /// PostgreSQL server; a database artstore_bench_rebuild is created on it afresh.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub cache: String,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestBenchArgs {
     /// Working folder on the disk under test (emptied first, removed after).
     #[arg(long, default_value = "./artstore-bench")]
     pub dir: PathBuf,
@@ -213,7 +244,112 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        Some(BenchWhat::Rebuild(r)) => rebuild(r).await,
+        None => ingest(args.ingest).await,
+    }
+}
+
+/// Drops the page cache so the walk is cold (root only; otherwise the walk is warm).
+fn drop_page_cache() -> bool {
+    std::process::Command::new("sync").status().is_ok() && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+async fn rebuild(a: RebuildBenchArgs) -> anyhow::Result<()> {
+    use artstore_storage_element::{rebuild, synthetic};
+    let root = a.dir.join("element");
+    let marker = a.dir.join(format!("generated-{}-{}", a.docs, a.per_day));
+    println!(
+        "artstore bench rebuild: {} cores, file system {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        {
+            std::fs::create_dir_all(&a.dir)?;
+            fs_type(&a.dir)
+        }
+    );
+    if std::fs::metadata(&marker).is_err() {
+        if std::fs::metadata(&root).is_ok() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        let cfg = artstore_storage_element::StoreConfig::new(&root);
+        artstore_storage_element::Store::identity(&cfg, &SystemClock)?;
+        let t = Instant::now();
+        let (r2, docs, per_day) = (root.clone(), a.docs, a.per_day);
+        let days = tokio::task::spawn_blocking(move || synthetic::write_store(&r2, docs, per_day)).await??;
+        std::fs::write(&marker, b"")?;
+        println!("generated {} sidecars in {days} day folders in {:.1}s", a.docs, t.elapsed().as_secs_f64());
+    } else {
+        println!("reusing the generated store in {}", root.display());
+    }
+    let cold = drop_page_cache();
+    println!(
+        "page cache {} before each pass",
+        if cold { "dropped" } else { "NOT dropped (not permitted): warm passes" }
+    );
+
+    let walk = |label: &'static str| {
+        let root = root.clone();
+        async move {
+            drop_page_cache();
+            reset_peak_rss();
+            let t = Instant::now();
+            let n = tokio::task::spawn_blocking(move || {
+                let mut n = 0u64;
+                rebuild::walk(&root, None, |b| {
+                    n += b.entries.len() as u64;
+                    true
+                })
+                .map(|()| n)
+            })
+            .await??;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{label}: walked and parsed {n} sidecars in {secs:.1}s = {:.0}/s, peak RSS {:.0} MiB",
+                n as f64 / secs,
+                peak_rss_mib()
+            );
+            anyhow::Ok(n as f64 / secs)
+        }
+    };
+    let raw1 = walk("raw walk+parse (1)").await?;
+
+    let server = sqlx::PgPool::connect(&a.cache).await.with_context(|| a.cache.clone())?;
+    sqlx::query("DROP DATABASE IF EXISTS artstore_bench_rebuild WITH (FORCE)").execute(&server).await?;
+    sqlx::query("CREATE DATABASE artstore_bench_rebuild").execute(&server).await?;
+    server.close().await;
+    let url = match a.cache.rfind('/') {
+        Some(i) => format!("{}/artstore_bench_rebuild", &a.cache[..i]),
+        None => anyhow::bail!("{}: not a postgres:// URL with a database", a.cache),
+    };
+    let element = artstore_storage_element::element::ElementFile::read(&root.join("element.json"))?
+        .ok_or_else(|| anyhow::anyhow!("no element.json in {}", root.display()))?;
+    let cache = artstore_storage_element::pg::PgCache::open(&url, element.element_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop_page_cache();
+    reset_peak_rss();
+    let t = Instant::now();
+    let report = rebuild::rebuild(&root, &cache, &|_| {}).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let rate = report.documents as f64 / secs;
+    println!(
+        "rebuild-cache into PostgreSQL: {} documents in {secs:.1}s = {rate:.0}/s, peak RSS {:.0} MiB",
+        report.documents,
+        peak_rss_mib()
+    );
+    let raw2 = walk("raw walk+parse (2)").await?;
+    let raw = (raw1 + raw2) / 2.0;
+    println!(
+        "rebuild is {:.1} % of the raw walk-and-parse rate (goal >= 50 %); {} documents in {secs:.1}s (goal: 1,000,000 in < 120 s)",
+        100.0 * rate / raw,
+        report.documents
+    );
+    cache.pool().close().await;
+    Ok(())
+}
+
+async fn ingest(a: IngestBenchArgs) -> anyhow::Result<()> {
     if std::fs::metadata(&a.dir).is_ok() {
         std::fs::remove_dir_all(&a.dir).with_context(|| format!("{}", a.dir.display()))?;
     }
