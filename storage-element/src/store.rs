@@ -278,6 +278,8 @@ pub struct Store {
     unreadable: Mutex<Vec<String>>,
     sync: Arc<CacheSync>,
     last_stats: Mutex<crate::cache::CacheStats>,
+    /// Step 5 of creates (audit line, WAL commit) runs after the reply; shutdown waits.
+    after_reply: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for Store {
@@ -328,6 +330,7 @@ impl Store {
             unreadable: Mutex::new(vec![]),
             sync: Arc::new(CacheSync::default()),
             last_stats: Mutex::new(Default::default()),
+            after_reply: tokio_util::task::TaskTracker::new(),
             cfg,
         });
         let mut report = RecoveryReport { damaged_wal_lines: replay.damaged.len(), ..Default::default() };
@@ -525,7 +528,7 @@ impl Store {
     }
 
     /// Commits a staged upload as a new file (or a new version of a document).
-    pub async fn create(&self, actor: &str, staged: Staged, new: NewFile) -> Result<Sidecar, StoreError> {
+    pub async fn create(self: &Arc<Self>, actor: &str, staged: Staged, new: NewFile) -> Result<Sidecar, StoreError> {
         // The drain gate is already held by `staged` (taking it again could deadlock behind
         // a waiting mode change).
         self.check_mode(Operation::Create)?;
@@ -608,22 +611,42 @@ impl Store {
         if need_dir {
             self.known_dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(day_abs);
         }
-        self.finish(
-            seq,
-            actor,
-            "create",
-            &sc,
-            &bytes,
-            &sidecar_rel_str,
-            json!({"version": version, "size": sc.size, "sha256": sc.sha256}),
-        )
-        .await?;
+        // The document exists now (step 4). The cache is updated before the reply so a
+        // listing right after sees it; the audit line and the WAL commit (step 5) follow the
+        // reply. A crash in between is completed from the WAL at the next start.
+        self.update_cache(&sc, &sidecar_rel_str).await;
+        let (store, actor, sc2) = (self.clone(), actor.to_owned(), sc.clone());
+        let detail = json!({"version": version, "size": sc.size, "sha256": sc.sha256});
+        self.after_reply.spawn(async move {
+            let r = store.audit_and_commit(seq, &actor, "create", &sc2, &bytes, &sidecar_rel_str, detail).await;
+            if let Err(e) = r {
+                tracing::error!(file = %sc2.file_id, error = %e, "audit or wal commit after the reply failed");
+            }
+        });
         Ok(sc)
     }
 
-    /// Audit line, WAL commit, cache update: step 5 of the protocol.
+    /// Step 5 of the protocol: audit line, WAL commit, cache update.
     #[allow(clippy::too_many_arguments)]
     async fn finish(
+        &self,
+        seq: u64,
+        actor: &str,
+        action: &str,
+        sc: &Sidecar,
+        bytes: &[u8],
+        rel: &str,
+        detail: Value,
+    ) -> Result<(), StoreError> {
+        self.audit_and_commit(seq, actor, action, sc, bytes, rel, detail).await?;
+        self.update_cache(sc, rel).await;
+        Ok(())
+    }
+
+    /// The audit line, then the WAL commit (recovery relies on that order: a commit means
+    /// its audit line was written).
+    #[allow(clippy::too_many_arguments)]
+    async fn audit_and_commit(
         &self,
         seq: u64,
         actor: &str,
@@ -645,12 +668,18 @@ impl Store {
             })
             .await?;
         self.wal.commit(seq, sc.file_id, rel).await?;
+        self.sync.notify.notify_one();
+        Ok(())
+    }
+
+    /// Mirrors a sidecar into the cache. Never fails the caller: the files are the truth.
+    async fn update_cache(&self, sc: &Sidecar, rel: &str) {
         let entry = CachedSidecar { sidecar: Arc::new(sc.clone()), path: rel.to_owned() };
         if !self.cache.is_persistent() {
             if let Err(e) = self.cache.upsert(entry).await {
                 tracing::warn!(error = %e, file = %sc.file_id, "cache update failed");
             }
-            return Ok(());
+            return;
         }
         // A persistent cache is updated right away while it is healthy; the applier replays
         // the WAL from its checkpoint whenever that fails, so nothing waits on the database.
@@ -662,7 +691,6 @@ impl Store {
             }
         }
         self.sync.notify.notify_one();
-        Ok(())
     }
 
     /// Finds a sidecar's path (relative to the root) by id: cache first, then the files.
@@ -1158,8 +1186,19 @@ impl Store {
         })
     }
 
-    /// Makes every journal durable; called on shutdown.
+    /// Waits until the work that followed replies so far is done (audit lines, WAL commits).
+    pub async fn settle(&self) {
+        self.after_reply.close();
+        self.after_reply.wait().await;
+        self.after_reply.reopen();
+    }
+
+    /// Finishes the work that followed replies and makes every journal durable; called on
+    /// shutdown.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        // Work that followed replies (audit lines, WAL commits) is finished first.
+        self.after_reply.close();
+        self.after_reply.wait().await;
         self.wal.sync().await?;
         Ok(())
     }

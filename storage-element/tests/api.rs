@@ -643,12 +643,10 @@ async fn bad_tokens_are_refused() {
 #[tokio::test]
 async fn a_corrupt_sidecar_is_reported_and_the_rest_is_served() {
     let tmp = tempfile::tempdir().unwrap();
-    let (good, bad) = {
-        let h = Harness::open(tmp.path(), |_| {}).await;
-        let good = h.upload("good.txt", b"good", &[]).await;
-        let bad = h.upload("bad.txt", b"bad", &[]).await;
-        (good, bad)
-    };
+    let h = Harness::open(tmp.path(), |_| {}).await;
+    let good = h.upload("good.txt", b"good", &[]).await;
+    let bad = h.upload("bad.txt", b"bad", &[]).await;
+    h.close().await;
     let bad_id = bad["file_id"].as_str().unwrap();
     let sidecar = walkdir::WalkDir::new(tmp.path().join("element/data"))
         .into_iter()
@@ -680,6 +678,7 @@ async fn audit_chain_covers_every_change_and_catches_hand_edits() {
     h.call(Method::PUT, &format!("/api/v1/files/{id}/legal-hold"), Some(&h.admin()), Some(json!({"enabled": true})))
         .await;
     h.set_mode("rw").await;
+    h.store.settle().await;
     let report = artstore_storage_element::audit::verify(&h.root(), &|_| {}).unwrap();
     assert_eq!(report.lines, 4);
     assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -62,7 +62,7 @@ async fn pg_cache_serves_listings_and_catches_up_after_an_outage() {
         (*cache.get(a["file_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap().sidecar).clone();
     marker.file_id = artstore_storage_element::layout::new_file_id(chrono::Utc::now() - chrono::Duration::days(9000));
     cache.upsert(CachedSidecar { sidecar: std::sync::Arc::new(marker.clone()), path: "marker".into() }).await.unwrap();
-    drop(h);
+    h.close().await;
 
     // 2. The database is unreachable: uploads and reads by id go on, readiness says degraded.
     let h = Harness::open(tmp.path(), |c| c.cache = Some("postgres://postgres@127.0.0.1:1/down".into())).await;
@@ -81,7 +81,7 @@ async fn pg_cache_serves_listings_and_catches_up_after_an_outage() {
     assert_eq!(info.status, 200);
     assert!(info.json()["cache"].as_str().unwrap().starts_with("degraded"));
     assert_eq!(h.get("/api/v1/files").await.status, 503, "listings need the cache");
-    drop(h);
+    h.close().await;
 
     // 3. Back on the database: the cache catches up from its checkpoint, no rescan.
     let h = Harness::open(tmp.path(), |c| c.cache = Some(good.clone())).await;
@@ -97,7 +97,7 @@ async fn pg_cache_serves_listings_and_catches_up_after_an_outage() {
     let report = artstore_storage_element::rebuild::check(&h.root(), &cache, true).await.unwrap();
     assert!(report.repaired);
     assert!(artstore_storage_element::rebuild::check(&h.root(), &cache, false).await.unwrap().drift.is_empty());
-    drop(h);
+    h.close().await;
     cache.pool().close().await;
     testing::drop_database(&url).await;
 }

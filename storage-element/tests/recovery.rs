@@ -28,7 +28,7 @@ fn wal_intent(root: &std::path::Path, op: WalOp, file_id: uuid::Uuid, revision: 
 #[tokio::test(flavor = "multi_thread")]
 async fn content_without_sidecar_is_rolled_back() {
     let tmp = tempfile::tempdir().unwrap();
-    drop(Harness::open(tmp.path(), |_| {}).await);
+    Harness::open(tmp.path(), |_| {}).await.close().await;
     let root = tmp.path().join("element");
     // Crash after step 3 (content renamed into data/) and before step 4 (sidecar).
     let id = layout::new_file_id(chrono::Utc::now());
@@ -45,7 +45,7 @@ async fn content_without_sidecar_is_rolled_back() {
     assert!(h.files_under("tmp").is_empty());
     assert_eq!(h.get(&format!("/api/v1/files/{id}")).await.status, 404);
     // The intent is resolved: a second start finds nothing to do.
-    drop(h);
+    h.close().await;
     let replay = artstore_storage_element::wal::replay(&root.join("wal")).unwrap();
     assert!(replay.unresolved.is_empty());
 }
@@ -54,10 +54,9 @@ async fn content_without_sidecar_is_rolled_back() {
 async fn a_committed_sidecar_is_completed_and_audited_once() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("element");
-    let sc = {
-        let h = Harness::open(tmp.path(), |_| {}).await;
-        h.upload("kept.txt", b"acknowledged", &[]).await
-    };
+    let h = Harness::open(tmp.path(), |_| {}).await;
+    let sc = h.upload("kept.txt", b"acknowledged", &[]).await;
+    h.close().await;
     let id: uuid::Uuid = sc["file_id"].as_str().unwrap().parse().unwrap();
     // Crash after the sidecar rename of a delete (step 4) but before the content went:
     // write the tombstone as the engine would have, leave the content in place.
@@ -82,9 +81,9 @@ async fn a_committed_sidecar_is_completed_and_audited_once() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let journal = std::fs::read_to_string(root.join("audit/journal.jsonl")).unwrap();
     assert_eq!(journal.lines().filter(|l| l.contains("\"recovered\":true")).count(), 1);
-    drop(h);
+    h.close().await;
     // A second start does not audit it again.
-    drop(Harness::open(tmp.path(), |_| {}).await);
+    Harness::open(tmp.path(), |_| {}).await.close().await;
     let journal = std::fs::read_to_string(root.join("audit/journal.jsonl")).unwrap();
     assert_eq!(journal.lines().filter(|l| l.contains("\"recovered\":true")).count(), 1);
 }
@@ -93,16 +92,16 @@ async fn a_committed_sidecar_is_completed_and_audited_once() {
 async fn a_torn_audit_line_is_cut_and_the_chain_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("element");
-    {
-        let h = Harness::open(tmp.path(), |_| {}).await;
-        h.upload("a.txt", b"a", &[]).await;
-    }
+    let h = Harness::open(tmp.path(), |_| {}).await;
+    h.upload("a.txt", b"a", &[]).await;
+    h.close().await;
     use std::io::Write as _;
     let mut f = std::fs::OpenOptions::new().append(true).open(root.join("audit/journal.jsonl")).unwrap();
     f.write_all(br#"{"seq":2,"at":"2026-"#).unwrap();
     drop(f);
     let h = Harness::open(tmp.path(), |_| {}).await;
     h.upload("b.txt", b"b", &[]).await;
+    h.store.settle().await;
     let report = artstore_storage_element::audit::verify(&root, &|_| {}).unwrap();
     assert_eq!(report.lines, 2);
     assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -101,6 +101,12 @@ impl Harness {
         }
     }
 
+    /// Shuts down like a real element does: work that followed replies is finished and
+    /// the journals are flushed, so the folder can be reopened.
+    pub async fn close(self) {
+        self.store.flush().await.unwrap();
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.join("element")
     }
