@@ -65,8 +65,23 @@ fn parse_one(root: &Path, rel: &str) -> Result<CachedSidecar, String> {
     Ok(CachedSidecar { sidecar: Arc::new(sc), path: rel.to_owned() })
 }
 
+/// Reading many small files from a cold disk is bound by how many reads are in flight, not
+/// by cores: the walk reads on a pool wider than the machine.
+fn io_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((n * 8).clamp(8, 64))
+            .thread_name(|i| format!("sidecar-read-{i}"))
+            .build()
+            .unwrap_or_else(|_| rayon::ThreadPoolBuilder::new().build().expect("a thread pool"))
+    })
+}
+
 fn parse_batch(root: &Path, paths: Vec<String>, days_done: u64) -> Batch {
-    let results: Vec<Result<CachedSidecar, String>> = paths.par_iter().map(|p| parse_one(root, p)).collect();
+    let results: Vec<Result<CachedSidecar, String>> =
+        io_pool().install(|| paths.par_iter().map(|p| parse_one(root, p)).collect());
     let mut b = Batch { last_path: paths.last().cloned().unwrap_or_default(), days_done, ..Default::default() };
     for r in results {
         match r {
