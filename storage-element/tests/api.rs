@@ -741,3 +741,25 @@ fn tokio_stream_from(
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn every_listed_route_is_served_and_the_openapi_document_too() {
+    let h = Harness::new().await;
+    for (method, path) in artstore_storage_element::api::ROUTES {
+        let uri = path
+            .replace("{id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{document_id}", &uuid::Uuid::now_v7().to_string());
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = h.call(m, &uri, Some(&h.admin()), None).await;
+        assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        if r.status == 404 && !r.body.is_empty() {
+            assert_ne!(r.json()["detail"], "no such route", "{method} {path}");
+        }
+    }
+    let r = h.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["info"]["title"], "ArtStore storage element");
+    let r = h.call(Method::GET, "/api/v1/nothing-here", Some(&h.admin()), None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.problem(), "not-found");
+}
