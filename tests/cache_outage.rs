@@ -71,28 +71,9 @@ async fn stopping_postgres_during_ingest_fails_no_request_and_the_cache_converge
     let acked = acked.lock().unwrap().clone();
 
     // The cache converges to the files: every acknowledged document is listed.
-    let count = async || {
-        let (mut n, mut cursor) = (0, String::new());
-        loop {
-            let page: serde_json::Value = client
-                .get(format!("{}/api/v1/files?limit=1000&tag=outage&cursor={cursor}", e.base))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap_or_default();
-            n += page["items"].as_array().map(Vec::len).unwrap_or(0);
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = c.to_owned(),
-                None => return n,
-            }
-        }
-    };
     let mut listed = 0;
     for _ in 0..300 {
-        listed = count().await;
+        listed = support::list_all(&client, &e.base, &token, "tag=outage").await.len();
         if listed == acked.len() {
             break;
         }

@@ -110,34 +110,14 @@ async fn acknowledged_documents_survive_sigkill() {
         assert_eq!(&sha256_hex(&r.bytes().await.unwrap()), sha, "acknowledged {id} has the wrong content");
     }
     // Everything visible is whole: every listed sidecar's content matches its digest.
-    let mut cursor = String::new();
     let mut listed = 0;
-    loop {
-        let page: serde_json::Value = client
-            .get(format!("{}/api/v1/files?limit=500&cursor={cursor}", e.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for sc in page["items"].as_array().unwrap() {
-            listed += 1;
-            let id = sc["file_id"].as_str().unwrap();
-            let body =
-                client.get(format!("{}/api/v1/files/{id}/content", e.base)).bearer_auth(&token).send().await.unwrap();
-            assert_eq!(body.status(), 200);
-            assert_eq!(
-                sha256_hex(&body.bytes().await.unwrap()),
-                sc["sha256"].as_str().unwrap(),
-                "{id} is half-written"
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = c.to_owned(),
-            None => break,
-        }
+    for sc in support::list_all(&client, &e.base, &token, "").await {
+        listed += 1;
+        let id = sc["file_id"].as_str().unwrap();
+        let body =
+            client.get(format!("{}/api/v1/files/{id}/content", e.base)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(body.status(), 200);
+        assert_eq!(sha256_hex(&body.bytes().await.unwrap()), sc["sha256"].as_str().unwrap(), "{id} is half-written");
     }
     assert!(listed >= acked.len());
     // No orphans: tmp/ is empty and every content file has its sidecar.

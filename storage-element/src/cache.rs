@@ -101,6 +101,19 @@ pub struct Page {
     pub next: Option<Uuid>,
 }
 
+impl Page {
+    /// A page from `limit + 1` fetched items: the extra one only says there is more.
+    pub fn from_overfetch(mut items: Vec<CachedSidecar>, limit: usize) -> Page {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| e.sidecar.file_id)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
 /// Counts for the element summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -257,15 +270,7 @@ impl SidecarCache for EmbeddedCache {
     }
 
     async fn list(&self, after: Option<Uuid>, limit: usize, filter: &ListFilter) -> Result<Page, CacheError> {
-        let items = self.scan(after, limit + 1, |sc| filter.matches(sc));
-        let mut items = items;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| e.sidecar.file_id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::from_overfetch(self.scan(after, limit + 1, |sc| filter.matches(sc)), limit))
     }
 
     async fn versions(&self, document_id: Uuid) -> Result<Vec<CachedSidecar>, CacheError> {

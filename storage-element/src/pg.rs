@@ -344,14 +344,7 @@ impl SidecarCache for PgCache {
             }
         }
         qb.push(" ORDER BY file_id LIMIT ").push_bind(limit as i64 + 1);
-        let mut items = self.fetch(qb).await?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|e| e.sidecar.file_id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::from_overfetch(self.fetch(qb).await?, limit))
     }
 
     async fn versions(&self, document_id: Uuid) -> Result<Vec<CachedSidecar>, CacheError> {

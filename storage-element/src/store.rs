@@ -626,23 +626,6 @@ impl Store {
         Ok(sc)
     }
 
-    /// Step 5 of the protocol: audit line, WAL commit, cache update.
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        seq: u64,
-        actor: &str,
-        action: &str,
-        sc: &Sidecar,
-        bytes: &[u8],
-        rel: &str,
-        detail: Value,
-    ) -> Result<(), StoreError> {
-        self.audit_and_commit(seq, actor, action, sc, bytes, rel, detail).await?;
-        self.update_cache(sc, rel).await;
-        Ok(())
-    }
-
     /// The audit line, then the WAL commit (recovery relies on that order: a commit means
     /// its audit line was written).
     #[allow(clippy::too_many_arguments)]
@@ -815,7 +798,8 @@ impl Store {
             tracing::error!(file = %id, ?op, error = %e, "sidecar rewrite failed");
             return Err(e);
         }
-        self.finish(seq, actor, action, &next, &bytes, &rel, detail).await?;
+        self.audit_and_commit(seq, actor, action, &next, &bytes, &rel, detail).await?;
+        self.update_cache(&next, &rel).await;
         Ok(next)
     }
 

@@ -103,6 +103,27 @@ pub async fn upload(
     }
 }
 
+/// Every sidecar a listing query returns, following `next_cursor` page by page.
+pub async fn list_all(client: &reqwest::Client, base: &str, token: &str, query: &str) -> Vec<serde_json::Value> {
+    let (mut all, mut cursor) = (vec![], String::new());
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("{base}/api/v1/files?limit=1000&{query}&cursor={cursor}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        all.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => return all,
+        }
+    }
+}
+
 /// A PostgreSQL server of the test's own (initdb in a temp folder, a free port), so that a
 /// test can stop it without disturbing others.
 pub struct PrivatePostgres {
