@@ -75,10 +75,11 @@ pub struct NewFile {
     pub retention: Retention,
 }
 
-/// An upload fully on disk in `tmp/`, hashed and fsynced.
+/// An upload fully written to `tmp/` and hashed; its fsync overlaps the WAL intent's.
 #[derive(Debug)]
 pub struct Staged {
     temp: TempFile,
+    file: std::fs::File,
     /// Held from the first byte to the commit, so a mode change drains this upload.
     _drain: tokio::sync::OwnedRwLockReadGuard<()>,
     pub sha256: String,
@@ -90,7 +91,7 @@ pub struct Staged {
 pub struct UploadWriter {
     drain: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
     tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    task: tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
+    task: tokio::task::JoinHandle<std::io::Result<(String, u64, std::fs::File)>>,
     temp: Option<TempFile>,
     written: u64,
     limit: u64,
@@ -119,14 +120,15 @@ impl UploadWriter {
         }
     }
 
-    /// Flushes, fsyncs and returns the staged upload.
+    /// Flushes and returns the staged upload (not yet fsynced: `Store::create` does that
+    /// alongside the WAL intent).
     pub async fn finish(mut self) -> Result<Staged, StoreError> {
         self.tx.take();
-        let (sha256, size) =
+        let (sha256, size, file) =
             (&mut self.task).await.map_err(|e| StoreError::Unavailable(format!("upload writer: {e}")))??;
         let temp = self.temp.take().ok_or_else(|| StoreError::Unavailable("upload already finished".into()))?;
         let drain = self.drain.take().ok_or_else(|| StoreError::Unavailable("upload already finished".into()))?;
-        Ok(Staged { temp, _drain: drain, sha256, size })
+        Ok(Staged { temp, file, _drain: drain, sha256, size })
     }
 }
 
@@ -504,7 +506,7 @@ impl Store {
         self.check_journals()?;
         let (temp, file) = TempFile::create(&self.layout.tmp(), "upload")?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+        let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64, std::fs::File)> {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
             let mut size = 0u64;
@@ -514,8 +516,7 @@ impl Store {
                 size += chunk.len() as u64;
             }
             let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            Ok((crate::audit::hex(ctx.finish().as_ref()), size))
+            Ok((crate::audit::hex(ctx.finish().as_ref()), size, file))
         });
         Ok(UploadWriter {
             drain: Some(drain),
@@ -574,31 +575,50 @@ impl Store {
         let sidecar_rel = day_rel.join(sc.sidecar_name());
         let sidecar_rel_str = sidecar_rel.to_string_lossy().into_owned();
         let bytes = sc.to_bytes();
-        let seq = self
-            .wal
-            .intent(Intent {
-                op: WalOp::Create,
-                file_id,
-                revision: 1,
-                sidecar: sidecar_rel_str.clone(),
-                at: now,
-                actor: actor.to_owned(),
-            })
-            .await?;
+        // Steps 1, 2 and the sidecar's temp file are independent until the renames, so their
+        // fsyncs overlap: the content (in tmp/), the WAL intent, the sidecar temp (in tmp/).
+        // Every rename still follows what it depends on: intent and content durable before
+        // the content rename, that rename durable before the sidecar rename (the commit).
+        let Staged { temp: content_temp, file: content_file, _drain: _drain_guard, .. } = staged;
+        let tmp = self.layout.tmp();
+        let sidecar_bytes = bytes.clone();
+        let sync_content = blocking(move || content_file.sync_all());
+        let write_sidecar = blocking(move || -> std::io::Result<TempFile> {
+            let (t, mut f) = TempFile::create(&tmp, "sidecar")?;
+            f.write_all(&sidecar_bytes)?;
+            f.sync_all()?;
+            Ok(t)
+        });
+        let intent = self.wal.intent(Intent {
+            op: WalOp::Create,
+            file_id,
+            revision: 1,
+            sidecar: sidecar_rel_str.clone(),
+            at: now,
+            actor: actor.to_owned(),
+        });
+        let (content_synced, sidecar_temp, seq) = tokio::join!(sync_content, write_sidecar, intent);
+        let seq = seq?;
+        let prepared = content_synced.and_then(|r| r.map_err(StoreError::from)).and_then(|()| sidecar_temp?.map_err(StoreError::from));
+        let sidecar_temp = match prepared {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = self.wal.abort(seq).await;
+                return Err(e);
+            }
+        };
         let day_abs = self.layout.root().join(&day_rel);
         let content_abs = day_abs.join(&sc.stored_name);
         let sidecar_abs = self.layout.root().join(&sidecar_rel);
-        let tmp = self.layout.tmp();
         let need_dir = !self.known_dirs.lock().unwrap_or_else(|e| e.into_inner()).contains(&day_abs);
-        let bytes2 = bytes.clone();
         let content2 = content_abs.clone();
         let day2 = day_abs.clone();
         let moved = blocking(move || -> std::io::Result<()> {
             if need_dir {
                 durable::create_dir_durable(&day2)?;
             }
-            staged.temp.persist(&content2)?;
-            durable::write_atomic(&tmp, &sidecar_abs, &bytes2)
+            content_temp.persist(&content2)?;
+            sidecar_temp.persist(&sidecar_abs)
         })
         .await
         .and_then(|r| r.map_err(StoreError::from));
