@@ -138,6 +138,12 @@ pub struct ElementArgs {
     /// The sidecar cache: a postgres:// URL (default: the embedded in-memory cache).
     #[arg(long, env = "ARTSTORE_CACHE")]
     pub cache: Option<String>,
+    /// PEM certificate chain; with --tls-key the listener speaks HTTPS.
+    #[arg(long, env = "ARTSTORE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARTSTORE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -176,6 +182,12 @@ impl ElementArgs {
         }
         if a.cache.is_some() {
             cfg.cache = a.cache;
+        }
+        if a.tls_cert.is_some() {
+            cfg.tls_cert = a.tls_cert;
+        }
+        if a.tls_key.is_some() {
+            cfg.tls_key = a.tls_key;
         }
         overlay!(
             cfg,
@@ -306,6 +318,10 @@ cold_restore_latency_ms = 0
 # only a cache: it catches up from the WAL after an outage and is rebuilt from the files.
 # ARTSTORE_CACHE, --cache
 # cache = "postgres://artstore@127.0.0.1:5432/artstore"
+# HTTPS (rustls): a PEM certificate chain and its key. ARTSTORE_TLS_CERT, ARTSTORE_TLS_KEY,
+# --tls-cert, --tls-key
+# tls_cert = "/etc/artstore/tls/cert.pem"
+# tls_key = "/etc/artstore/tls/key.pem"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 "#;

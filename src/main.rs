@@ -89,8 +89,16 @@ async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "key set not loaded yet; will retry on first request"),
     }
     let listener = listen(&cfg.listen).await?;
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(artstore_shared::tls::server_config(c, k)?),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
+    };
     let element = Element::build(cfg, verifier, clock).await?;
-    element.run(listener, shutdown_signal()).await
+    match tls {
+        Some(t) => element.run(artstore_shared::tls::TlsListener::new(listener, t)?, shutdown_signal()).await,
+        None => element.run(listener, shutdown_signal()).await,
+    }
 }
 
 /// The folders of a standalone installation.

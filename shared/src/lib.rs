@@ -6,6 +6,7 @@ pub mod clock;
 pub mod error;
 pub mod health;
 pub mod telemetry;
+pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, ErrorCode};

@@ -36,6 +36,10 @@ pub struct ElementConfig {
     /// The sidecar cache: absent for the embedded (in-memory) cache, or a
     /// `postgres://` URL. Either way it is rebuilt from the files when needed.
     pub cache: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the listener speaks HTTPS (rustls).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -58,6 +62,8 @@ impl Default for ElementConfig {
             max_upload_bytes: 64 * 1024 * 1024 * 1024,
             cold_restore_latency_ms: 0,
             cache: None,
+            tls_cert: None,
+            tls_key: None,
             log_format: LogFormat::Pretty,
         }
     }

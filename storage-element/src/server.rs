@@ -77,11 +77,10 @@ impl Element {
     }
 
     /// Serves until `shutdown` resolves, then drains and flushes.
-    pub async fn run(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run<L>(self, listener: L, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
+    where
+        L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    {
         let store = self.store.clone();
         let interval = Duration::from_secs(self.cfg.disposition_interval_secs.max(1));
         let worker = tokio::spawn(disposition_worker(store.clone(), interval));

@@ -599,7 +599,9 @@ impl Store {
         });
         let (content_synced, sidecar_temp, seq) = tokio::join!(sync_content, write_sidecar, intent);
         let seq = seq?;
-        let prepared = content_synced.and_then(|r| r.map_err(StoreError::from)).and_then(|()| sidecar_temp?.map_err(StoreError::from));
+        let prepared = content_synced
+            .and_then(|r| r.map_err(StoreError::from))
+            .and_then(|()| sidecar_temp?.map_err(StoreError::from));
         let sidecar_temp = match prepared {
             Ok(t) => t,
             Err(e) => {
