@@ -416,7 +416,16 @@ pub async fn rebuild_cache(a: &CacheArgs) -> anyhow::Result<ExitCode> {
 /// `artstore storage-element check-cache`.
 pub async fn check_cache(a: &CheckCacheArgs) -> anyhow::Result<ExitCode> {
     let cache = open_cache(&a.target).await?;
-    let report = artstore_storage_element::rebuild::check(&a.target.data, &cache, a.repair).await?;
+    let pb = bar(0, "{spinner} comparing: {pos} sidecars read ({per_sec})");
+    let pb2 = pb.clone();
+    let report = artstore_storage_element::rebuild::check(
+        &a.target.data,
+        &cache,
+        a.repair,
+        std::sync::Arc::new(move |n| pb2.set_position(n)),
+    )
+    .await?;
+    pb.finish_and_clear();
     for d in &report.drift {
         println!("{d}");
     }

@@ -295,17 +295,26 @@ pub struct CheckReport {
 }
 
 /// Compares the cache with the files; with `repair`, makes the cache match them.
-pub async fn check(root: &Path, cache: &dyn SidecarCache, repair: bool) -> Result<CheckReport, RebuildError> {
+/// `progress` is told how many sidecars have been read so far.
+pub async fn check(
+    root: &Path,
+    cache: &dyn SidecarCache,
+    repair: bool,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<CheckReport, RebuildError> {
     let root2 = root.to_owned();
     // Only ids, revisions and paths are held: memory stays small for large stores.
     let (on_disk, unreadable) = tokio::task::spawn_blocking(move || {
         let mut m: std::collections::HashMap<uuid::Uuid, (u64, String)> = std::collections::HashMap::new();
         let mut bad = vec![];
+        let mut read = 0u64;
         walk(&root2, None, |b| {
+            read += (b.entries.len() + b.unreadable.len()) as u64;
             for e in b.entries {
                 m.insert(e.sidecar.file_id, (e.sidecar.revision, e.path.clone()));
             }
             bad.extend(b.unreadable);
+            progress(read);
             true
         })
         .map(|()| (m, bad))

@@ -92,11 +92,19 @@ async fn pg_cache_serves_listings_and_catches_up_after_an_outage() {
     }
     assert!(listed.contains(&marker.file_id.to_string()), "a rescan would have removed the marker");
     assert!(cache.checkpoint().await.unwrap().unwrap() > before);
-    let report = artstore_storage_element::rebuild::check(&h.root(), &cache, false).await.unwrap();
+    let report =
+        artstore_storage_element::rebuild::check(&h.root(), &cache, false, std::sync::Arc::new(|_| {})).await.unwrap();
     assert_eq!(report.drift.len(), 1, "only the planted marker differs: {:?}", report.drift);
-    let report = artstore_storage_element::rebuild::check(&h.root(), &cache, true).await.unwrap();
+    let report =
+        artstore_storage_element::rebuild::check(&h.root(), &cache, true, std::sync::Arc::new(|_| {})).await.unwrap();
     assert!(report.repaired);
-    assert!(artstore_storage_element::rebuild::check(&h.root(), &cache, false).await.unwrap().drift.is_empty());
+    assert!(
+        artstore_storage_element::rebuild::check(&h.root(), &cache, false, std::sync::Arc::new(|_| {}))
+            .await
+            .unwrap()
+            .drift
+            .is_empty()
+    );
     h.close().await;
     cache.pool().close().await;
     testing::drop_database(&url).await;
