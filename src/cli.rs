@@ -161,9 +161,14 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// Lays flags over config values: `value` fields take the flag's value when given,
+/// `option` fields (optional in the config too) take the flag's `Some`.
 macro_rules! overlay {
     ($cfg:ident, $args:ident, $($field:ident),*) => {
         $( if let Some(v) = $args.$field { $cfg.$field = v; } )*
+    };
+    (option $cfg:ident, $args:ident, $($field:ident),*) => {
+        $( if $args.$field.is_some() { $cfg.$field = $args.$field; } )*
     };
 }
 
@@ -171,24 +176,7 @@ impl ElementArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: ElementConfig) -> ElementConfig {
         let a = self;
-        if a.data.is_some() {
-            cfg.data = a.data;
-        }
-        if a.jwks.is_some() {
-            cfg.jwks = a.jwks;
-        }
-        if a.cold_root.is_some() {
-            cfg.cold_root = a.cold_root;
-        }
-        if a.cache.is_some() {
-            cfg.cache = a.cache;
-        }
-        if a.tls_cert.is_some() {
-            cfg.tls_cert = a.tls_cert;
-        }
-        if a.tls_key.is_some() {
-            cfg.tls_key = a.tls_key;
-        }
+        overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key);
         overlay!(
             cfg,
             a,
