@@ -151,9 +151,15 @@ async fn restore_from_a_plain_copy_gives_identical_answers() {
     // A deleted tombstone and a disposed one.
     let gone = up("scratch.txt", b"scratch", vec![]).await;
     api.send(reqwest::Method::DELETE, &format!("/api/v1/files/{}", gone["file_id"].as_str().unwrap()), None).await;
-    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
-    up("expiring.txt", b"short term", vec![("retention_mode", "governance".into()), ("retain_until", soon)]).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(6);
+    up(
+        "expiring.txt",
+        b"short term",
+        vec![("retention_mode", "governance".into()), ("retain_until", soon.to_rfc3339())],
+    )
+    .await;
+    let wait = (soon - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(300);
+    tokio::time::sleep(wait).await;
     let run = api.send(reqwest::Method::POST, "/api/v1/element/disposition", None).await;
     assert_eq!(run["disposed"], 1);
     // The element goes to ar: content moves to the cold tier inside the folder.

@@ -598,20 +598,20 @@ mod tests {
         let c = LocalSigner::generate().unwrap();
         let (url, doc) = jwks_server(a.jwks()).await;
         let clock = Arc::new(ManualClock::new(Utc::now()));
-        let cfg = VerifierConfig { min_refresh_interval: Duration::from_millis(300), ..Default::default() };
+        let cfg = VerifierConfig { min_refresh_interval: Duration::from_millis(1000), ..Default::default() };
         let v = TokenVerifier::new(JwksSource::parse(&url), cfg, clock.clone());
         let tok =
             |s: &LocalSigner| s.issue("svc", &["reader".to_owned()], Duration::from_secs(60), clock.now()).unwrap();
         assert!(v.verify(&tok(&a)).await.is_ok(), "first use loads the set");
         // Rotation: the admin publishes b next to a; a token with b's kid triggers a refresh.
         *doc.lock().unwrap() = merged(&a, &b);
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(v.verify(&tok(&b)).await.is_ok());
         // c is published right after; refreshes are rate-limited, so it is unknown for now...
         *doc.lock().unwrap() = merged(&b, &c);
         assert!(matches!(v.verify(&tok(&c)).await, Err(AuthError::UnknownKid(_))));
         // ...and accepted once the interval has passed.
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(v.verify(&tok(&c)).await.is_ok());
         // A key dropped from the set stops working after the next refresh.
         assert!(v.verify(&tok(&a)).await.is_err());

@@ -720,7 +720,14 @@ async fn a_mode_change_drains_an_upload_in_flight() {
     let h2 = h.clone();
     let upload = tokio::spawn(async move { h2.send(req).await });
     tx.send(Ok(bytes::Bytes::copy_from_slice(&body[..split]))).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The upload has begun once its temp file exists.
+    for _ in 0..500 {
+        if !h.files_under("tmp").is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!h.files_under("tmp").is_empty(), "the upload never began");
     let h3 = h.clone();
     let mode = tokio::spawn(async move { h3.set_mode("ro").await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
