@@ -1,0 +1,325 @@
+//! The durable Raft log: one append-only file of checksummed records, plus the vote and the
+//! committed id in small files replaced atomically.
+//!
+//! Record frame: `len: u32 LE | crc32(payload): u32 LE | payload (JSON)`. A record is an
+//! entry, a truncation ("entries from index N on are gone") or a purge ("entries up to this
+//! log id are compacted into a snapshot"). Opening replays the file in order; a torn or
+//! corrupt tail (a crash mid-append) is cut off at the last whole record, which is safe
+//! because an append is acknowledged only after `fdatasync`. When purged records make up most
+//! of the file it is rewritten (temp file, fsync, rename, directory fsync).
+
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftLogReader, StorageIOError, Vote};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const LOG_FILE: &str = "raft-log";
+const VOTE_FILE: &str = "vote.json";
+const COMMITTED_FILE: &str = "committed.json";
+/// Rewrite the log file once it is this large and mostly purged records.
+const COMPACT_MIN_BYTES: u64 = 4 << 20;
+
+#[derive(Serialize, Deserialize)]
+enum Record {
+    Entry(Entry),
+    Truncate(u64),
+    Purge(LogId),
+}
+
+struct Inner {
+    dir: PathBuf,
+    file: Arc<File>,
+    file_len: u64,
+    log: BTreeMap<u64, Entry>,
+    /// Bytes of the records of entries still in `log`, for the compaction rule.
+    live_bytes: BTreeMap<u64, u64>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+}
+
+/// The log store; clones share one log (the reader handed to openraft is a clone).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogStore")
+    }
+}
+
+fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn logs_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Logs, verb, e)
+}
+
+fn frame(rec: &Record) -> Vec<u8> {
+    let payload = serde_json::to_vec(rec).unwrap_or_default();
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decodes whole records from `buf`; returns them with the length of the valid prefix.
+fn decode_all(buf: &[u8]) -> (Vec<(Record, u64)>, u64) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 8 <= buf.len() {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().unwrap_or_default());
+        let Some(payload) = buf.get(pos + 8..pos + 8 + len) else { break };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Ok(rec) = serde_json::from_slice::<Record>(payload) else { break };
+        out.push((rec, (len + 8) as u64));
+        pos += len + 8;
+    }
+    (out, pos as u64)
+}
+
+/// Writes `bytes` to `dir/name` through a temp file, fsyncs and renames it.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_data()?;
+        }
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl LogStore {
+    /// Opens (creating) the log in `dir`, replaying it and cutting off a torn tail.
+    pub fn open(dir: &Path) -> std::io::Result<LogStore> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(LOG_FILE);
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        let (records, valid) = decode_all(&buf);
+        if valid < buf.len() as u64 {
+            tracing::warn!(file = %path.display(), kept = valid, cut = buf.len() as u64 - valid, "cutting a torn tail off the raft log");
+            file.set_len(valid)?;
+            file.sync_all()?;
+        }
+        let mut log = BTreeMap::new();
+        let mut live_bytes = BTreeMap::new();
+        let mut last_purged: Option<LogId> = None;
+        for (rec, size) in records {
+            match rec {
+                Record::Entry(e) => {
+                    let i = e.log_id.index;
+                    // Purge records may come before re-appended entries only above the purge point.
+                    if last_purged.is_none_or(|p| i > p.index) {
+                        live_bytes.insert(i, size);
+                        log.insert(i, e);
+                    }
+                }
+                Record::Truncate(i) => {
+                    log.split_off(&i);
+                    live_bytes.split_off(&i);
+                }
+                Record::Purge(id) => {
+                    if last_purged.is_none_or(|p| id.index > p.index) {
+                        last_purged = Some(id);
+                    }
+                    let keep = log.split_off(&(id.index + 1));
+                    log = keep;
+                    let keep = live_bytes.split_off(&(id.index + 1));
+                    live_bytes = keep;
+                }
+            }
+        }
+        let vote = read_json(&dir.join(VOTE_FILE))?;
+        // The committed id is a hint (openraft re-derives it); a damaged file is ignored.
+        let committed = read_json(&dir.join(COMMITTED_FILE)).ok().flatten();
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(Inner {
+                dir: dir.to_owned(),
+                file: Arc::new(file),
+                file_len: valid,
+                log,
+                live_bytes,
+                last_purged,
+                vote,
+                committed,
+            })),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every entry in the log now (for `verify-audit` and tests).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock().log.values().cloned().collect()
+    }
+
+    /// The last purged log id.
+    pub fn last_purged(&self) -> Option<LogId> {
+        self.lock().last_purged
+    }
+
+    /// The size of the log file in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.lock().file_len
+    }
+}
+
+impl Inner {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        (&*self.file).write_all(bytes)?;
+        self.file_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Rewrites the file with only the purge point and the live entries.
+    fn compact(&mut self) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        if let Some(p) = self.last_purged {
+            out.extend(frame(&Record::Purge(p)));
+        }
+        for e in self.log.values() {
+            out.extend(frame(&Record::Entry(e.clone())));
+        }
+        write_atomic(&self.dir, LOG_FILE, &out, true)?;
+        let file = OpenOptions::new().read(true).append(true).open(self.dir.join(LOG_FILE))?;
+        self.file = Arc::new(file);
+        self.file_len = out.len() as u64;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(self.lock().log.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let g = self.lock();
+        let last = g.log.values().next_back().map(|e| *e.get_log_id()).or(g.last_purged);
+        Ok(LogState { last_purged_log_id: g.last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        let bytes = serde_json::to_vec(vote).unwrap_or_default();
+        write_atomic(&g.dir, VOTE_FILE, &bytes, true).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        g.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        let bytes = serde_json::to_vec(&committed).unwrap_or_default();
+        // Not fsynced: losing it only means re-applying from the snapshot on restart.
+        write_atomic(&g.dir, COMMITTED_FILE, &bytes, false).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        g.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let file = {
+            let mut g = self.lock();
+            let mut buf = Vec::new();
+            let mut sized = Vec::new();
+            for e in entries {
+                let f = frame(&Record::Entry(e.clone()));
+                sized.push((e.log_id.index, f.len() as u64));
+                buf.extend_from_slice(&f);
+                g.log.insert(e.log_id.index, e);
+            }
+            g.live_bytes.extend(sized);
+            g.write(&buf).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+            g.file.clone()
+        };
+        // The flush runs off the Raft task; the callback tells openraft when it is durable.
+        tokio::task::spawn_blocking(move || {
+            let r = file.sync_data();
+            callback.log_io_completed(r);
+        });
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        g.log.split_off(&log_id.index);
+        g.live_bytes.split_off(&log_id.index);
+        g.write(&frame(&Record::Truncate(log_id.index))).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        g.file.sync_data().map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        if g.last_purged.is_some_and(|p| p.index >= log_id.index) {
+            return Ok(());
+        }
+        g.last_purged = Some(log_id);
+        let keep = g.log.split_off(&(log_id.index + 1));
+        g.log = keep;
+        let keep = g.live_bytes.split_off(&(log_id.index + 1));
+        g.live_bytes = keep;
+        g.write(&frame(&Record::Purge(log_id))).map_err(|e| logs_err(ErrorVerb::Delete, e))?;
+        let live: u64 = g.live_bytes.values().sum();
+        if g.file_len > COMPACT_MIN_BYTES && live * 2 < g.file_len {
+            g.compact().map_err(|e| logs_err(ErrorVerb::Write, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,866 @@
+//! What the cluster keeps, and how each committed change is applied to it.
+//!
+//! Applying is deterministic: it reads only the [`Request`] and the state, never a clock or a
+//! random source, so every node reaches the same state and the same audit chain. Secrets
+//! (password hashes, client-secret hashes, private keys) live here because every node must be
+//! able to check a password and sign a token; [`State::public_view`] and friends leave them out
+//! of everything that leaves the process.
+
+use crate::types::{Refusal, RefusalKind, Request, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Months, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// A person who logs in with a password.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    pub username: String,
+    /// Argon2id PHC string; computed by the proposer (it needs a random salt).
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A program that authenticates with client credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceAccount {
+    pub client_id: String,
+    /// Argon2id PHC string of the client secret.
+    pub secret_hash: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A storage element known to the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Element {
+    pub id: String,
+    pub url: String,
+    pub mode: String,
+    #[serde(default)]
+    pub capacity_bytes: u64,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub dc: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A retention policy: resolved into dates at ingest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    /// ISO 8601 duration, years/months/weeks/days (`P7Y`, `P18M`, `P30D`).
+    pub term: String,
+    /// `compliance` or `governance`.
+    pub mode: String,
+    /// `dispose` or `review`.
+    pub disposition: String,
+    #[serde(default)]
+    pub description: String,
+    /// Set the first time an element stores a document under this policy; a policy in use
+    /// cannot be deleted.
+    #[serde(default)]
+    pub in_use: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An RS256 signing key pair.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct SigningKey {
+    pub kid: String,
+    /// PKCS#8 DER, base64. Never leaves the process except in Raft replication and snapshots.
+    pub pkcs8: String,
+    pub created_at: DateTime<Utc>,
+    /// Set when a newer key took over; the key stays in the JWKS for the grace period.
+    #[serde(default)]
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One link of the audit chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    #[serde(default)]
+    pub from: Option<String>,
+    pub action: String,
+    pub target: String,
+    #[serde(default)]
+    pub detail: Value,
+    /// Hex SHA-256 of the previous entry (64 zeros for the first).
+    pub prev: String,
+    /// Hex SHA-256 of this entry's canonical form (see [`AuditEntry::digest`]).
+    pub hash: String,
+    /// Base64 Ed25519 signature over the 32 hash bytes.
+    pub sig: String,
+}
+
+/// The hash the first audit entry points back to.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl AuditEntry {
+    /// SHA-256 over the entry without `hash` and `sig`, as compact JSON with keys in a fixed
+    /// order. `verify-audit` recomputes exactly this.
+    pub fn digest(&self) -> [u8; 32] {
+        let canonical = json!({
+            "seq": self.seq, "at": self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "actor": self.actor, "from": self.from, "action": self.action, "target": self.target,
+            "detail": self.detail, "prev": self.prev,
+        });
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+}
+
+/// Hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    /// Set by the one `Bootstrap` change of a fresh cluster.
+    #[serde(default)]
+    pub bootstrapped_at: Option<DateTime<Utc>>,
+    /// Ed25519 PKCS#8 (base64) signing the audit chain; created once by the bootstrap.
+    #[serde(default)]
+    pub audit_key: String,
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    #[serde(default)]
+    pub service_accounts: BTreeMap<String, ServiceAccount>,
+    #[serde(default)]
+    pub elements: BTreeMap<String, Element>,
+    /// Bumped on every registry change; Redis publication compares against it.
+    #[serde(default)]
+    pub elements_version: u64,
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+    /// Oldest first; the last one not retired signs new tokens.
+    #[serde(default)]
+    pub keys: Vec<SigningKey>,
+    #[serde(default)]
+    pub audit: Vec<AuditEntry>,
+}
+
+/// Every change the cluster accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The first change of a fresh cluster: the audit key, the `admin` user and the first
+    /// signing key.
+    Bootstrap {
+        audit_key: String,
+        admin: User,
+        key: SigningKey,
+    },
+    CreateUser {
+        user: User,
+    },
+    UpdateUser {
+        username: String,
+        password_hash: Option<String>,
+        roles: Option<Vec<String>>,
+        disabled: Option<bool>,
+    },
+    DeleteUser {
+        username: String,
+    },
+    CreateServiceAccount {
+        account: ServiceAccount,
+    },
+    UpdateServiceAccount {
+        client_id: String,
+        secret_hash: Option<String>,
+        roles: Option<Vec<String>>,
+        disabled: Option<bool>,
+        description: Option<String>,
+    },
+    DeleteServiceAccount {
+        client_id: String,
+    },
+    CreatePolicy {
+        policy: Policy,
+    },
+    UpdatePolicy {
+        name: String,
+        term: Option<String>,
+        mode: Option<String>,
+        disposition: Option<String>,
+        description: Option<String>,
+    },
+    DeletePolicy {
+        name: String,
+    },
+    MarkPolicyUsed {
+        name: String,
+    },
+    CreateElement {
+        element: Element,
+    },
+    UpdateElement {
+        id: String,
+        url: Option<String>,
+        capacity_bytes: Option<u64>,
+        weight: Option<u32>,
+        dc: Option<String>,
+    },
+    DeleteElement {
+        id: String,
+    },
+    /// Committed only after the element confirmed the switch.
+    SetElementMode {
+        id: String,
+        mode: String,
+    },
+    /// A new current key; the previous current key is retired at the request's time.
+    AddSigningKey {
+        key: SigningKey,
+        reason: String,
+    },
+    /// Keys past their grace period leave the key set.
+    DropSigningKeys {
+        kids: Vec<String>,
+    },
+}
+
+/// The roles and single permissions a token may carry.
+pub const KNOWN_ROLES: [&str; 7] =
+    ["admin", "operator", "writer", "reader", "auditor", "retention:bypass", "legal-hold:lift"];
+
+/// Checks a list of roles.
+pub fn check_roles(roles: &[String]) -> Result<(), Refusal> {
+    for r in roles {
+        if !KNOWN_ROLES.contains(&r.as_str()) {
+            return Err(bad(format!("unknown role {r:?} (known: {})", KNOWN_ROLES.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+/// An element's id, a user name, a policy name: 1–64 of `[A-Za-z0-9._-]`.
+pub fn check_name(what: &str, s: &str) -> Result<(), Refusal> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if ok { Ok(()) } else { Err(bad(format!("{what} {s:?} must be 1-64 characters of A-Z a-z 0-9 . _ - @"))) }
+}
+
+/// Checks an element mode name.
+pub fn check_mode(mode: &str) -> Result<(), Refusal> {
+    match mode {
+        "edit" | "rw" | "ro" | "ar" => Ok(()),
+        other => Err(bad(format!("unknown mode {other:?} (edit, rw, ro or ar)"))),
+    }
+}
+
+fn mode_rank(mode: &str) -> u8 {
+    match mode {
+        "edit" => 0,
+        "rw" => 1,
+        "ro" => 2,
+        _ => 3,
+    }
+}
+
+/// Whether `to` is a forward step from `from` (modes only go forward: edit → rw → ro → ar).
+pub fn mode_forward(from: &str, to: &str) -> bool {
+    mode_rank(to) > mode_rank(from)
+}
+
+/// A retention term: calendar months plus days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Term {
+    pub months: u32,
+    pub days: u32,
+}
+
+impl Term {
+    /// Parses `PnYnMnWnD` (any non-empty subset, in that order).
+    pub fn parse(s: &str) -> Result<Term, String> {
+        let err = || {
+            format!("term {s:?} is not an ISO 8601 duration of years, months, weeks and days (e.g. P7Y, P18M, P30D)")
+        };
+        let rest = s.strip_prefix('P').ok_or_else(err)?;
+        if rest.is_empty() {
+            return Err(err());
+        }
+        let (mut months, mut days, mut num, mut last_unit) = (0u64, 0u64, String::new(), 0u8);
+        for c in rest.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let unit = match c {
+                'Y' => 1,
+                'M' => 2,
+                'W' => 3,
+                'D' => 4,
+                _ => return Err(err()),
+            };
+            if num.is_empty() || unit <= last_unit {
+                return Err(err());
+            }
+            let n: u64 = num.parse().map_err(|_| err())?;
+            num.clear();
+            last_unit = unit;
+            match unit {
+                1 => months += n * 12,
+                2 => months += n,
+                3 => days += n * 7,
+                _ => days += n,
+            }
+        }
+        if !num.is_empty() || (months == 0 && days == 0) || months > 12 * 1000 || days > 366 * 1000 {
+            return Err(err());
+        }
+        Ok(Term { months: months as u32, days: days as u32 })
+    }
+
+    /// `start` plus this term.
+    pub fn add_to(self, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        start.checked_add_months(Months::new(self.months))?.checked_add_signed(chrono::Duration::days(self.days.into()))
+    }
+}
+
+fn bad(d: impl Into<String>) -> Refusal {
+    Refusal::new(RefusalKind::BadRequest, d)
+}
+fn missing(what: &str, name: &str) -> Refusal {
+    Refusal::new(RefusalKind::NotFound, format!("no {what} named {name:?}"))
+}
+fn exists(what: &str, name: &str) -> Refusal {
+    Refusal::new(RefusalKind::AlreadyExists, format!("a {what} named {name:?} exists already"))
+}
+fn conflict(d: impl Into<String>) -> Refusal {
+    Refusal::new(RefusalKind::Conflict, d)
+}
+
+impl User {
+    /// The user as an API shows it.
+    pub fn view(&self) -> Value {
+        json!({"username": self.username, "roles": self.roles, "disabled": self.disabled,
+               "created_at": self.created_at, "updated_at": self.updated_at})
+    }
+}
+
+impl ServiceAccount {
+    /// The account as an API shows it.
+    pub fn view(&self) -> Value {
+        json!({"client_id": self.client_id, "roles": self.roles, "description": self.description,
+               "disabled": self.disabled, "created_at": self.created_at, "updated_at": self.updated_at})
+    }
+}
+
+impl SigningKey {
+    /// The key's public facts.
+    pub fn view(&self, grace: chrono::Duration) -> Value {
+        json!({"kid": self.kid, "created_at": self.created_at, "retired_at": self.retired_at,
+               "expires_at": self.retired_at.map(|r| r + grace), "current": self.retired_at.is_none()})
+    }
+}
+
+fn to_value<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+impl State {
+    /// The key that signs new tokens.
+    pub fn current_key(&self) -> Option<&SigningKey> {
+        self.keys.iter().rev().find(|k| k.retired_at.is_none())
+    }
+
+    /// Applies one committed change. Refusals change nothing.
+    pub fn apply(&mut self, req: &Request) -> Response {
+        match self.apply_op(req) {
+            Ok((action, target, detail, answer)) => {
+                self.append_audit(req, action, target, detail);
+                Response::Ok(answer)
+            }
+            Err(r) => Response::Refused(r),
+        }
+    }
+
+    /// Returns (audit action, audit target, audit detail, answer).
+    fn apply_op(&mut self, req: &Request) -> Result<(&'static str, String, Value, Value), Refusal> {
+        let at = req.at;
+        if self.bootstrapped_at.is_none() && !matches!(req.op, Op::Bootstrap { .. }) {
+            return Err(conflict("the cluster is not bootstrapped yet"));
+        }
+        match &req.op {
+            Op::Bootstrap { audit_key, admin, key } => {
+                if self.bootstrapped_at.is_some() {
+                    return Err(conflict("the cluster is bootstrapped already"));
+                }
+                self.bootstrapped_at = Some(at);
+                self.audit_key = audit_key.clone();
+                self.users.insert(admin.username.clone(), admin.clone());
+                self.keys.push(key.clone());
+                let d = json!({"admin": admin.username, "kid": key.kid, "audit_public_key": self.audit_public_key()});
+                Ok(("cluster.bootstrap", "cluster".to_owned(), d.clone(), d))
+            }
+            Op::CreateUser { user } => {
+                check_name("username", &user.username)?;
+                check_roles(&user.roles)?;
+                if self.users.contains_key(&user.username) {
+                    return Err(exists("user", &user.username));
+                }
+                self.users.insert(user.username.clone(), user.clone());
+                Ok(("user.create", user.username.clone(), json!({"roles": user.roles}), user.view()))
+            }
+            Op::UpdateUser { username, password_hash, roles, disabled } => {
+                if let Some(r) = roles {
+                    check_roles(r)?;
+                }
+                let removing_admin =
+                    roles.as_ref().is_some_and(|r| !r.iter().any(|x| x == "admin")) || disabled == &Some(true);
+                if removing_admin && self.is_last_admin(username) {
+                    return Err(conflict(format!("{username:?} is the last enabled admin")));
+                }
+                let u = self.users.get_mut(username).ok_or_else(|| missing("user", username))?;
+                if let Some(h) = password_hash {
+                    u.password_hash.clone_from(h);
+                }
+                if let Some(r) = roles {
+                    u.roles.clone_from(r);
+                }
+                if let Some(d) = disabled {
+                    u.disabled = *d;
+                }
+                u.updated_at = at;
+                let detail = json!({"password_changed": password_hash.is_some(), "roles": roles, "disabled": disabled});
+                Ok(("user.update", username.clone(), detail, u.view()))
+            }
+            Op::DeleteUser { username } => {
+                if !self.users.contains_key(username) {
+                    return Err(missing("user", username));
+                }
+                if self.is_last_admin(username) {
+                    return Err(conflict(format!("{username:?} is the last enabled admin")));
+                }
+                self.users.remove(username);
+                Ok(("user.delete", username.clone(), Value::Null, json!({"username": username})))
+            }
+            Op::CreateServiceAccount { account } => {
+                check_name("client_id", &account.client_id)?;
+                check_roles(&account.roles)?;
+                if self.service_accounts.contains_key(&account.client_id) {
+                    return Err(exists("service account", &account.client_id));
+                }
+                self.service_accounts.insert(account.client_id.clone(), account.clone());
+                Ok((
+                    "service_account.create",
+                    account.client_id.clone(),
+                    json!({"roles": account.roles}),
+                    account.view(),
+                ))
+            }
+            Op::UpdateServiceAccount { client_id, secret_hash, roles, disabled, description } => {
+                if let Some(r) = roles {
+                    check_roles(r)?;
+                }
+                let a =
+                    self.service_accounts.get_mut(client_id).ok_or_else(|| missing("service account", client_id))?;
+                if let Some(h) = secret_hash {
+                    a.secret_hash.clone_from(h);
+                }
+                if let Some(r) = roles {
+                    a.roles.clone_from(r);
+                }
+                if let Some(d) = disabled {
+                    a.disabled = *d;
+                }
+                if let Some(d) = description {
+                    a.description.clone_from(d);
+                }
+                a.updated_at = at;
+                let detail = json!({"secret_rotated": secret_hash.is_some(), "roles": roles, "disabled": disabled});
+                Ok(("service_account.update", client_id.clone(), detail, a.view()))
+            }
+            Op::DeleteServiceAccount { client_id } => {
+                self.service_accounts.remove(client_id).ok_or_else(|| missing("service account", client_id))?;
+                Ok(("service_account.delete", client_id.clone(), Value::Null, json!({"client_id": client_id})))
+            }
+            Op::CreatePolicy { policy } => {
+                check_name("policy name", &policy.name)?;
+                check_policy_fields(&policy.term, &policy.mode, &policy.disposition)?;
+                if self.policies.contains_key(&policy.name) {
+                    return Err(exists("retention policy", &policy.name));
+                }
+                let mut p = policy.clone();
+                p.in_use = false;
+                self.policies.insert(p.name.clone(), p.clone());
+                Ok((
+                    "policy.create",
+                    p.name.clone(),
+                    json!({"term": p.term, "mode": p.mode, "disposition": p.disposition}),
+                    to_value(&p),
+                ))
+            }
+            Op::UpdatePolicy { name, term, mode, disposition, description } => {
+                let p = self.policies.get(name).ok_or_else(|| missing("retention policy", name))?;
+                let new_term = term.clone().unwrap_or_else(|| p.term.clone());
+                let new_mode = mode.clone().unwrap_or_else(|| p.mode.clone());
+                let new_disp = disposition.clone().unwrap_or_else(|| p.disposition.clone());
+                check_policy_fields(&new_term, &new_mode, &new_disp)?;
+                if p.mode == "compliance" && new_mode != "compliance" {
+                    return Err(conflict(format!("policy {name:?} is compliance; its mode cannot be weakened")));
+                }
+                if p.mode == "compliance" || new_mode == "compliance" {
+                    let (old_t, new_t) = (Term::parse(&p.term).map_err(bad)?, Term::parse(&new_term).map_err(bad)?);
+                    if new_t.add_to(at) < old_t.add_to(at) {
+                        return Err(conflict(format!(
+                            "policy {name:?} is compliance; its term {} can be lengthened, never shortened (asked {new_term})",
+                            p.term
+                        )));
+                    }
+                }
+                let p = self.policies.get_mut(name).ok_or_else(|| missing("retention policy", name))?;
+                let detail = json!({"from": {"term": p.term, "mode": p.mode, "disposition": p.disposition},
+                                    "to": {"term": new_term, "mode": new_mode, "disposition": new_disp}});
+                p.term = new_term;
+                p.mode = new_mode;
+                p.disposition = new_disp;
+                if let Some(d) = description {
+                    p.description.clone_from(d);
+                }
+                p.updated_at = at;
+                Ok(("policy.update", name.clone(), detail, to_value(p)))
+            }
+            Op::DeletePolicy { name } => {
+                let p = self.policies.get(name).ok_or_else(|| missing("retention policy", name))?;
+                if p.in_use {
+                    return Err(conflict(format!("retention policy {name:?} is in use by stored documents")));
+                }
+                self.policies.remove(name);
+                Ok(("policy.delete", name.clone(), Value::Null, json!({"name": name})))
+            }
+            Op::MarkPolicyUsed { name } => {
+                let p = self.policies.get_mut(name).ok_or_else(|| missing("retention policy", name))?;
+                p.in_use = true;
+                Ok(("policy.in_use", name.clone(), Value::Null, to_value(p)))
+            }
+            Op::CreateElement { element } => {
+                check_name("element id", &element.id)?;
+                check_mode(&element.mode)?;
+                check_url(&element.url)?;
+                if self.elements.contains_key(&element.id) {
+                    return Err(exists("storage element", &element.id));
+                }
+                self.elements.insert(element.id.clone(), element.clone());
+                self.elements_version += 1;
+                Ok((
+                    "element.create",
+                    element.id.clone(),
+                    json!({"url": element.url, "mode": element.mode}),
+                    to_value(element),
+                ))
+            }
+            Op::UpdateElement { id, url, capacity_bytes, weight, dc } => {
+                if let Some(u) = url {
+                    check_url(u)?;
+                }
+                let e = self.elements.get_mut(id).ok_or_else(|| missing("storage element", id))?;
+                if let Some(u) = url {
+                    e.url.clone_from(u);
+                }
+                if let Some(c) = capacity_bytes {
+                    e.capacity_bytes = *c;
+                }
+                if let Some(w) = weight {
+                    e.weight = *w;
+                }
+                if let Some(d) = dc {
+                    e.dc.clone_from(d);
+                }
+                e.updated_at = at;
+                let e = e.clone();
+                self.elements_version += 1;
+                Ok((
+                    "element.update",
+                    id.clone(),
+                    json!({"url": url, "capacity_bytes": capacity_bytes, "weight": weight, "dc": dc}),
+                    to_value(&e),
+                ))
+            }
+            Op::DeleteElement { id } => {
+                self.elements.remove(id).ok_or_else(|| missing("storage element", id))?;
+                self.elements_version += 1;
+                Ok(("element.delete", id.clone(), Value::Null, json!({"id": id})))
+            }
+            Op::SetElementMode { id, mode } => {
+                check_mode(mode)?;
+                let e = self.elements.get_mut(id).ok_or_else(|| missing("storage element", id))?;
+                let from = e.mode.clone();
+                e.mode.clone_from(mode);
+                e.updated_at = at;
+                let e = e.clone();
+                self.elements_version += 1;
+                Ok(("element.mode", id.clone(), json!({"from": from, "to": mode}), to_value(&e)))
+            }
+            Op::AddSigningKey { key, reason } => {
+                if self.keys.iter().any(|k| k.kid == key.kid) {
+                    return Err(exists("signing key", &key.kid));
+                }
+                for k in self.keys.iter_mut().filter(|k| k.retired_at.is_none()) {
+                    k.retired_at = Some(at);
+                }
+                self.keys.push(key.clone());
+                let d = json!({"kid": key.kid, "reason": reason});
+                Ok(("key.rotate", key.kid.clone(), d.clone(), d))
+            }
+            Op::DropSigningKeys { kids } => {
+                let before = self.keys.len();
+                self.keys.retain(|k| k.retired_at.is_none() || !kids.contains(&k.kid));
+                let dropped = before - self.keys.len();
+                let d = json!({"kids": kids, "dropped": dropped});
+                Ok(("key.drop", kids.join(","), d.clone(), d))
+            }
+        }
+    }
+
+    fn is_last_admin(&self, username: &str) -> bool {
+        let is_admin = |u: &User| !u.disabled && u.roles.iter().any(|r| r == "admin");
+        self.users.get(username).is_some_and(is_admin) && self.users.values().filter(|u| is_admin(u)).count() == 1
+    }
+
+    /// The audit chain's Ed25519 public key, hex.
+    pub fn audit_public_key(&self) -> Option<String> {
+        audit_keypair(&self.audit_key).map(|k| {
+            use ring::signature::KeyPair as _;
+            hex(k.public_key().as_ref())
+        })
+    }
+
+    fn append_audit(&mut self, req: &Request, action: &str, target: String, detail: Value) {
+        let prev = self.audit.last().map_or_else(|| GENESIS.to_owned(), |e| e.hash.clone());
+        let seq = self.audit.last().map_or(1, |e| e.seq + 1);
+        let mut e = AuditEntry {
+            seq,
+            at: req.at,
+            actor: req.actor.clone(),
+            from: req.from.clone(),
+            action: action.to_owned(),
+            target,
+            detail,
+            prev,
+            hash: String::new(),
+            sig: String::new(),
+        };
+        let digest = e.digest();
+        e.hash = hex(&digest);
+        // Ed25519 signatures are deterministic, so every node signs identically.
+        if let Some(k) = audit_keypair(&self.audit_key) {
+            e.sig = B64.encode(k.sign(&digest).as_ref());
+        }
+        self.audit.push(e);
+    }
+}
+
+/// The audit key pair from its base64 PKCS#8.
+pub fn audit_keypair(b64: &str) -> Option<ring::signature::Ed25519KeyPair> {
+    let der = B64.decode(b64).ok()?;
+    ring::signature::Ed25519KeyPair::from_pkcs8(&der).ok()
+}
+
+fn check_url(u: &str) -> Result<(), Refusal> {
+    if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 {
+        Ok(())
+    } else {
+        Err(bad(format!("url {u:?} must be an http:// or https:// address")))
+    }
+}
+
+/// Checks a policy's term, mode and disposition.
+pub fn check_policy_fields(term: &str, mode: &str, disposition: &str) -> Result<(), Refusal> {
+    Term::parse(term).map_err(bad)?;
+    if !matches!(mode, "compliance" | "governance") {
+        return Err(bad(format!("mode {mode:?} is not compliance or governance")));
+    }
+    if !matches!(disposition, "dispose" | "review") {
+        return Err(bad(format!("disposition {disposition:?} is not dispose or review")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn req(op: Op) -> Request {
+        Request { actor: "admin".into(), from: None, at: at("2026-01-31T00:00:00Z"), op }
+    }
+
+    fn boot() -> State {
+        let rng = ring::rand::SystemRandom::new();
+        let pk = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let now = at("2026-01-01T00:00:00Z");
+        let admin = User {
+            username: "admin".into(),
+            password_hash: "x".into(),
+            roles: vec!["admin".into()],
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let key = SigningKey { kid: "k1".into(), pkcs8: String::new(), created_at: now, retired_at: None };
+        let mut s = State::default();
+        let r = s.apply(&req(Op::Bootstrap { audit_key: B64.encode(pk.as_ref()), admin, key }));
+        assert!(matches!(r, Response::Ok(_)));
+        s
+    }
+
+    fn policy(name: &str, term: &str, mode: &str) -> Op {
+        let now = at("2026-01-01T00:00:00Z");
+        Op::CreatePolicy {
+            policy: Policy {
+                name: name.into(),
+                term: term.into(),
+                mode: mode.into(),
+                disposition: "dispose".into(),
+                description: String::new(),
+                in_use: true,
+                created_at: now,
+                updated_at: now,
+            },
+        }
+    }
+
+    #[test]
+    fn terms_parse_and_add() {
+        assert_eq!(Term::parse("P7Y").unwrap(), Term { months: 84, days: 0 });
+        assert_eq!(Term::parse("P1Y6M2W3D").unwrap(), Term { months: 18, days: 17 });
+        for bad in ["", "P", "7Y", "P7", "PY", "P1D2Y", "P0D", "PT5H", "P-1Y"] {
+            assert!(Term::parse(bad).is_err(), "{bad}");
+        }
+        // Month arithmetic clamps to the month's end.
+        assert_eq!(Term::parse("P1M").unwrap().add_to(at("2026-01-31T00:00:00Z")), Some(at("2026-02-28T00:00:00Z")));
+    }
+
+    #[test]
+    fn compliance_terms_only_grow_and_used_policies_stay() {
+        let mut s = boot();
+        assert!(matches!(s.apply(&req(policy("tax", "P7Y", "compliance"))), Response::Ok(_)));
+        assert!(!s.policies["tax"].in_use, "a new policy is never created in use");
+        let shorten = Op::UpdatePolicy {
+            name: "tax".into(),
+            term: Some("P6Y11M".into()),
+            mode: None,
+            disposition: None,
+            description: None,
+        };
+        match s.apply(&req(shorten)) {
+            Response::Refused(r) => assert_eq!(r.kind, RefusalKind::Conflict),
+            other => panic!("{other:?}"),
+        }
+        let weaken = Op::UpdatePolicy {
+            name: "tax".into(),
+            term: None,
+            mode: Some("governance".into()),
+            disposition: None,
+            description: None,
+        };
+        assert!(matches!(s.apply(&req(weaken)), Response::Refused(_)));
+        let lengthen = Op::UpdatePolicy {
+            name: "tax".into(),
+            term: Some("P10Y".into()),
+            mode: None,
+            disposition: None,
+            description: None,
+        };
+        assert!(matches!(s.apply(&req(lengthen)), Response::Ok(_)));
+        assert!(matches!(s.apply(&req(Op::MarkPolicyUsed { name: "tax".into() })), Response::Ok(_)));
+        match s.apply(&req(Op::DeletePolicy { name: "tax".into() })) {
+            Response::Refused(r) => assert_eq!(r.kind, RefusalKind::Conflict),
+            other => panic!("{other:?}"),
+        }
+        // Governance policies may be shortened; unused ones deleted.
+        assert!(matches!(s.apply(&req(policy("mail", "P2Y", "governance"))), Response::Ok(_)));
+        let shorten = Op::UpdatePolicy {
+            name: "mail".into(),
+            term: Some("P1Y".into()),
+            mode: None,
+            disposition: None,
+            description: None,
+        };
+        assert!(matches!(s.apply(&req(shorten)), Response::Ok(_)));
+        assert!(matches!(s.apply(&req(Op::DeletePolicy { name: "mail".into() })), Response::Ok(_)));
+    }
+
+    #[test]
+    fn audit_chain_links_and_signs_every_change() {
+        let mut s = boot();
+        s.apply(&req(policy("a", "P1Y", "governance")));
+        s.apply(&req(Op::DeleteUser { username: "admin".into() })); // refused: last admin
+        assert_eq!(s.audit.len(), 2, "refusals leave no audit entry");
+        let pk = audit_keypair(&s.audit_key).unwrap();
+        use ring::signature::KeyPair as _;
+        let public =
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pk.public_key().as_ref().to_vec());
+        let mut prev = GENESIS.to_owned();
+        for e in &s.audit {
+            assert_eq!(e.prev, prev);
+            assert_eq!(e.hash, hex(&e.digest()));
+            public.verify(&e.digest(), &B64.decode(&e.sig).unwrap()).unwrap();
+            prev.clone_from(&e.hash);
+        }
+        // The same requests give the same chain on another node.
+        let mut replay = s.clone();
+        replay.audit.truncate(1);
+        replay.policies.clear();
+        replay.apply(&req(policy("a", "P1Y", "governance")));
+        assert_eq!(replay.audit, s.audit);
+    }
+
+    #[test]
+    fn last_admin_cannot_be_removed_or_disabled() {
+        let mut s = boot();
+        let off = Op::UpdateUser { username: "admin".into(), password_hash: None, roles: None, disabled: Some(true) };
+        assert!(matches!(s.apply(&req(off)), Response::Refused(_)));
+        let demote = Op::UpdateUser {
+            username: "admin".into(),
+            password_hash: None,
+            roles: Some(vec!["reader".into()]),
+            disabled: None,
+        };
+        assert!(matches!(s.apply(&req(demote)), Response::Refused(_)));
+        assert!(s.users["admin"].roles.contains(&"admin".to_owned()));
+    }
+}
