@@ -1,5 +1,6 @@
 //! Command-line shape, the config file's shape, and the maintenance verbs' terminal output.
 
+use artstore_admin::config::AdminConfig;
 use artstore_shared::telemetry::LogFormat;
 use artstore_storage_element::ElementMode;
 use artstore_storage_element::config::ElementConfig;
@@ -22,6 +23,8 @@ pub enum Command {
     Standalone(StandaloneArgs),
     /// Run a storage element, or check one (verify, verify-audit).
     StorageElement(Box<ElementCmd>),
+    /// Run an admin cluster node, or check one (verify-audit).
+    Admin(Box<AdminCmd>),
     /// Print an access token signed with a standalone installation's local key.
     Token(TokenArgs),
     /// Configuration helpers.
@@ -96,6 +99,120 @@ pub struct VerifyAuditArgs {
     pub data: PathBuf,
 }
 
+/// Lays flags over config values: `value` fields take the flag's value when given,
+/// `option` fields (optional in the config too) take the flag's `Some`.
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $($field:ident),*) => {
+        $( if let Some(v) = $args.$field { $cfg.$field = v; } )*
+    };
+    (option $cfg:ident, $args:ident, $($field:ident),*) => {
+        $( if $args.$field.is_some() { $cfg.$field = $args.$field; } )*
+    };
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AdminCmd {
+    #[command(subcommand)]
+    pub action: Option<AdminAction>,
+    #[command(flatten)]
+    pub run: AdminArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Check the node's audit chain: hashes, links and Ed25519 signatures.
+    VerifyAudit(AdminVerifyAuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminVerifyAuditArgs {
+    /// The admin node's data folder.
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: PathBuf,
+    /// The audit public key (hex) to check signatures with, as recorded at bootstrap;
+    /// default: the key named by the chain's first entry.
+    #[arg(long)]
+    pub public_key: Option<String>,
+}
+
+/// Flags of `artstore admin`; each overrides its config key.
+#[derive(Debug, Args, Default)]
+pub struct AdminArgs {
+    /// This node's id in the cluster.
+    #[arg(long, env = "ARTSTORE_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address to listen on (default 127.0.0.1:8090).
+    #[arg(long, env = "ARTSTORE_LISTEN")]
+    pub listen: Option<String>,
+    /// The node's data folder.
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Every voter of a fresh cluster: 1=http://host:port,2=http://…
+    #[arg(long, env = "ARTSTORE_PEERS")]
+    pub peers: Option<String>,
+    /// Redis URL for discovery (redis://127.0.0.1:6379).
+    #[arg(long, env = "ARTSTORE_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Shared secret on Raft RPCs between nodes.
+    #[arg(long, env = "ARTSTORE_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+    /// A TOML configuration file (keys under [admin]).
+    #[arg(long, env = "ARTSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Issuer written into tokens (default artstore).
+    #[arg(long, env = "ARTSTORE_ISSUER")]
+    pub issuer: Option<String>,
+    /// Audience written into access tokens (default artstore).
+    #[arg(long, env = "ARTSTORE_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Access-token lifetime in seconds (default 900).
+    #[arg(long, env = "ARTSTORE_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// Refresh-token lifetime in seconds (default 86400).
+    #[arg(long, env = "ARTSTORE_REFRESH_TTL_SECS")]
+    pub refresh_ttl_secs: Option<u64>,
+    /// Seconds between signing-key rotations (default 86400).
+    #[arg(long, env = "ARTSTORE_KEY_ROTATION_SECS")]
+    pub key_rotation_secs: Option<u64>,
+    /// Seconds a retired key stays in the JWKS (default 172800).
+    #[arg(long, env = "ARTSTORE_KEY_GRACE_SECS")]
+    pub key_grace_secs: Option<u64>,
+    /// Failed logins allowed per user within the window (default 5).
+    #[arg(long, env = "ARTSTORE_LOGIN_MAX_FAILURES")]
+    pub login_max_failures: Option<u32>,
+    /// Raft heartbeat interval in milliseconds (default 150).
+    #[arg(long, env = "ARTSTORE_RAFT_HEARTBEAT_MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl AdminArgs {
+    /// Lays the flags (and variables) over the file's values.
+    pub fn merge(self, mut cfg: AdminConfig) -> AdminConfig {
+        let a = self;
+        overlay!(option cfg, a, data, peers, redis, cluster_secret);
+        overlay!(
+            cfg,
+            a,
+            node_id,
+            listen,
+            issuer,
+            audience,
+            token_ttl_secs,
+            refresh_ttl_secs,
+            key_rotation_secs,
+            key_grace_secs,
+            login_max_failures,
+            raft_heartbeat_ms,
+            log_format
+        );
+        cfg
+    }
+}
+
 /// Flags of `artstore storage-element`; each overrides its config key.
 #[derive(Debug, Args, Default)]
 pub struct ElementArgs {
@@ -147,6 +264,24 @@ pub struct ElementArgs {
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
+    /// Seconds a fetched key set is trusted before it is read again (default 300).
+    #[arg(long, env = "ARTSTORE_JWKS_MAX_AGE_SECS")]
+    pub jwks_max_age_secs: Option<u64>,
+    /// The admin cluster's URL, for resolving retention policies named at upload.
+    #[arg(long = "admin", env = "ARTSTORE_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// Redis URL for heartbeats (discovery).
+    #[arg(long, env = "ARTSTORE_REDIS_URL")]
+    pub redis: Option<String>,
+    /// This element's id in the admin's registry (default: the id in element.json).
+    #[arg(long, env = "ARTSTORE_ELEMENT_ID")]
+    pub element_id: Option<String>,
+    /// The URL others reach this element at (default http://<listen>).
+    #[arg(long, env = "ARTSTORE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds a heartbeat lives in Redis (default 30).
+    #[arg(long, env = "ARTSTORE_HEARTBEAT_TTL_SECS")]
+    pub heartbeat_ttl_secs: Option<u64>,
 }
 
 fn parse_mode(s: &str) -> Result<ElementMode, String> {
@@ -161,22 +296,11 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
-/// Lays flags over config values: `value` fields take the flag's value when given,
-/// `option` fields (optional in the config too) take the flag's `Some`.
-macro_rules! overlay {
-    ($cfg:ident, $args:ident, $($field:ident),*) => {
-        $( if let Some(v) = $args.$field { $cfg.$field = v; } )*
-    };
-    (option $cfg:ident, $args:ident, $($field:ident),*) => {
-        $( if $args.$field.is_some() { $cfg.$field = $args.$field; } )*
-    };
-}
-
 impl ElementArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: ElementConfig) -> ElementConfig {
         let a = self;
-        overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key);
+        overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key, admin_url, redis, element_id, public_url);
         overlay!(
             cfg,
             a,
@@ -188,7 +312,9 @@ impl ElementArgs {
             drain_timeout_secs,
             max_upload_bytes,
             cold_restore_latency_ms,
-            log_format
+            log_format,
+            jwks_max_age_secs,
+            heartbeat_ttl_secs
         );
         cfg
     }
@@ -202,6 +328,8 @@ pub struct StandaloneConfig {
     pub data: PathBuf,
     /// Address to listen on.
     pub listen: String,
+    /// Address of the in-process one-node admin cluster (token endpoint, JWKS, admin API).
+    pub admin_listen: String,
     /// Log format: pretty or json.
     pub log_format: LogFormat,
 }
@@ -211,6 +339,7 @@ impl Default for StandaloneConfig {
         Self {
             data: PathBuf::from("./artstore-data"),
             listen: "127.0.0.1:8080".to_owned(),
+            admin_listen: "127.0.0.1:8090".to_owned(),
             log_format: LogFormat::Pretty,
         }
     }
@@ -224,6 +353,9 @@ pub struct StandaloneArgs {
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long, env = "ARTSTORE_LISTEN")]
     pub listen: Option<String>,
+    /// Address of the in-process admin node (default 127.0.0.1:8090).
+    #[arg(long, env = "ARTSTORE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// A TOML configuration file (keys under [standalone]).
     #[arg(long, env = "ARTSTORE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -235,7 +367,7 @@ pub struct StandaloneArgs {
 impl StandaloneArgs {
     pub fn merge(self, mut cfg: StandaloneConfig) -> StandaloneConfig {
         let a = self;
-        overlay!(cfg, a, data, listen, log_format);
+        overlay!(cfg, a, data, listen, admin_listen, log_format);
         cfg
     }
 }
@@ -263,6 +395,7 @@ pub struct TokenArgs {
 pub struct FileConfig {
     pub standalone: StandaloneConfig,
     pub storage_element: ElementConfig,
+    pub admin: AdminConfig,
 }
 
 /// What `artstore config example` prints. A test checks it parses to the defaults.
@@ -271,11 +404,13 @@ pub const EXAMPLE_CONFIG: &str = r#"# ArtStore configuration. Every key has an A
 # Values shown are the defaults.
 
 [standalone]
-# Everything of a standalone installation lives here: keys/ (local signing key, JWKS)
-# and element/ (one storage element). ARTSTORE_DATA, --data
+# Everything of a standalone installation lives here: admin/ (a one-node admin cluster),
+# keys/ (local signing key, JWKS) and element/ (one storage element). ARTSTORE_DATA, --data
 data = "./artstore-data"
 # ARTSTORE_LISTEN, --listen
 listen = "127.0.0.1:8080"
+# The in-process admin node: token endpoint, JWKS, admin API. ARTSTORE_ADMIN_LISTEN
+admin_listen = "127.0.0.1:8090"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 
@@ -312,6 +447,52 @@ cold_restore_latency_ms = 0
 # tls_key = "/etc/artstore/tls/key.pem"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
+# Seconds a fetched key set is trusted before it is read again. ARTSTORE_JWKS_MAX_AGE_SECS
+jwks_max_age_secs = 300
+# The admin cluster, for retention policies named at upload. ARTSTORE_ADMIN_URL, --admin
+# admin_url = "http://127.0.0.1:8090"
+# Redis for heartbeats (discovery). ARTSTORE_REDIS_URL, --redis
+# redis = "redis://127.0.0.1:6379"
+# This element's id in the admin's registry (default: the id in element.json).
+# ARTSTORE_ELEMENT_ID, --element-id
+# element_id = "se-1"
+# The URL others reach this element at (default http://<listen>). ARTSTORE_PUBLIC_URL
+# public_url = "http://se-1.example.org:8081"
+# Seconds a heartbeat lives in Redis (renewed every third). ARTSTORE_HEARTBEAT_TTL_SECS
+heartbeat_ttl_secs = 30
+
+[admin]
+# This node's id. ARTSTORE_NODE_ID, --node-id
+node_id = 1
+# ARTSTORE_LISTEN, --listen
+listen = "127.0.0.1:8090"
+# The node's folder (Raft log, vote, snapshot, audit chain). Required. ARTSTORE_DATA, --data
+# data = "/var/lib/artstore/admin-1"
+# Every voter of a fresh cluster; unset: a one-node cluster at listen. ARTSTORE_PEERS, --peers
+# peers = "1=http://10.0.0.1:8090,2=http://10.0.0.2:8090,3=http://10.0.0.3:8090"
+# Redis for discovery: the leader publishes the element registry. ARTSTORE_REDIS_URL, --redis
+# redis = "redis://127.0.0.1:6379"
+# A secret every node sends and checks on Raft RPCs. ARTSTORE_CLUSTER_SECRET
+# cluster_secret = "change me"
+# Issuer and audience written into tokens. ARTSTORE_ISSUER, ARTSTORE_AUDIENCE
+issuer = "artstore"
+audience = "artstore"
+# Token lifetimes, seconds. ARTSTORE_TOKEN_TTL_SECS, ARTSTORE_REFRESH_TTL_SECS
+token_ttl_secs = 900
+refresh_ttl_secs = 86400
+# Signing keys rotate this often and stay in the JWKS this long after. ARTSTORE_KEY_ROTATION_SECS,
+# ARTSTORE_KEY_GRACE_SECS
+key_rotation_secs = 86400
+key_grace_secs = 172800
+# Failed logins allowed per user name and per address within the window.
+# ARTSTORE_LOGIN_MAX_FAILURES
+login_max_failures = 5
+login_max_failures_per_address = 20
+login_window_secs = 300
+# Raft heartbeat, milliseconds; elections time out after 4-8 heartbeats. ARTSTORE_RAFT_HEARTBEAT_MS
+raft_heartbeat_ms = 150
+# "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
+log_format = "pretty"
 "#;
 
 fn bar(len: u64, template: &str) -> ProgressBar {
@@ -322,6 +503,21 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     };
     pb.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
     pb
+}
+
+/// `artstore admin verify-audit`.
+pub fn admin_verify_audit(data: &Path, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let r = artstore_admin::verify::verify_audit(data, public_key)?;
+    for p in &r.problems {
+        println!("{}: {p}", data.display());
+    }
+    println!(
+        "audit chain: {} entries, public key {}, {} problem(s)",
+        r.entries,
+        r.public_key.as_deref().unwrap_or("unknown"),
+        r.problems.len()
+    );
+    Ok(if r.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `artstore storage-element verify`.

@@ -5,6 +5,9 @@ mod bench;
 mod cli;
 
 use anyhow::Context as _;
+use artstore_admin::config::AdminConfig;
+use artstore_admin::network::Faults;
+use artstore_admin::server::AdminServer;
 use artstore_shared::Clock;
 use artstore_shared::auth::{JWKS_FILE, JwksSource, LocalSigner, SIGNING_KEY_FILE, TokenVerifier, VerifierConfig};
 use artstore_shared::clock::SystemClock;
@@ -12,7 +15,10 @@ use artstore_shared::telemetry;
 use artstore_storage_element::config::ElementConfig;
 use artstore_storage_element::server::{Element, shutdown_signal};
 use clap::Parser as _;
-use cli::{Cli, Command, ConfigAction, ElementAction, ElementArgs, FileConfig, StandaloneArgs, TokenArgs};
+use cli::{
+    AdminAction, AdminArgs, Cli, Command, ConfigAction, ElementAction, ElementArgs, FileConfig, StandaloneArgs,
+    TokenArgs,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,6 +53,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(ElementAction::RebuildCache(a)) => cli::rebuild_cache(&a).await,
             Some(ElementAction::CheckCache(a)) => cli::check_cache(&a).await,
         },
+        Command::Admin(cmd) => match cmd.action {
+            None => admin(cmd.run).await.map(|()| ExitCode::SUCCESS),
+            Some(AdminAction::VerifyAudit(a)) => cli::admin_verify_audit(&a.data, a.public_key.as_deref()),
+        },
         Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
         Command::Config { action: ConfigAction::Example } => {
             print!("{}", cli::EXAMPLE_CONFIG);
@@ -64,9 +74,27 @@ fn read_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))
 }
 
+fn verifier_from(source: JwksSource, cfg: &ElementConfig, clock: Arc<dyn Clock>) -> Arc<TokenVerifier> {
+    let vc = VerifierConfig {
+        issuer: cfg.issuer.clone(),
+        audience: cfg.audience.clone(),
+        max_key_age: Duration::from_secs(cfg.jwks_max_age_secs.max(1)),
+        ..Default::default()
+    };
+    Arc::new(TokenVerifier::new(source, vc, clock))
+}
+
 fn verifier(jwks: &str, cfg: &ElementConfig, clock: Arc<dyn Clock>) -> Arc<TokenVerifier> {
-    let vc = VerifierConfig { issuer: cfg.issuer.clone(), audience: cfg.audience.clone(), ..Default::default() };
-    Arc::new(TokenVerifier::new(JwksSource::parse(jwks), vc, clock))
+    verifier_from(JwksSource::parse(jwks), cfg, clock)
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let file = read_config(args.config.as_deref())?;
+    let cfg = args.merge(file.admin);
+    telemetry::init(cfg.log_format, "info,openraft=warn");
+    let listener = listen(&cfg.listen).await?;
+    let server = AdminServer::build(cfg, Faults::default()).await?;
+    server.run(listener, shutdown_signal()).await
 }
 
 async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -105,38 +133,106 @@ async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
 struct StandalonePaths {
     keys: PathBuf,
     element: PathBuf,
+    admin: PathBuf,
 }
 
 fn standalone_paths(data: &Path) -> StandalonePaths {
-    StandalonePaths { keys: data.join("keys"), element: data.join("element") }
+    StandalonePaths { keys: data.join("keys"), element: data.join("element"), admin: data.join("admin") }
 }
+
+/// The id standalone registers its element under.
+const STANDALONE_ELEMENT_ID: &str = "standalone";
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let file = read_config(args.config.as_deref())?;
     let cfg = args.merge(file.standalone);
-    telemetry::init(cfg.log_format, "info");
+    telemetry::init(cfg.log_format, "info,openraft=warn");
     let paths = standalone_paths(&cfg.data);
     let signer = LocalSigner::load_or_create(&paths.keys).with_context(|| format!("{}", paths.keys.display()))?;
-    let element_cfg = ElementConfig {
-        data: Some(paths.element.clone()),
-        listen: cfg.listen.clone(),
-        jwks: Some(paths.keys.join(JWKS_FILE).to_string_lossy().into_owned()),
+
+    // A one-node admin cluster in this process: users log in there and get tokens.
+    let admin_listener = listen(&cfg.admin_listen).await?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_cfg = AdminConfig {
+        data: Some(paths.admin.clone()),
+        listen: admin_addr.to_string(),
         log_format: cfg.log_format,
         ..Default::default()
     };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let verifier = verifier(element_cfg.jwks.as_deref().unwrap_or_default(), &element_cfg, clock.clone());
-    verifier.load().await?;
+    let admin = AdminServer::build(admin_cfg, Faults::default()).await?;
+    let node = admin.node.clone();
+    let admin_url = format!("http://{admin_addr}");
+    let admin_task = tokio::spawn(admin.run(admin_listener, shutdown_signal()));
+    node.wait_ready(Duration::from_secs(60)).await?;
+
     let listener = listen(&cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let element_cfg = ElementConfig {
+        data: Some(paths.element.clone()),
+        listen: addr.to_string(),
+        admin_url: Some(admin_url.clone()),
+        element_id: Some(STANDALONE_ELEMENT_ID.to_owned()),
+        log_format: cfg.log_format,
+        ..Default::default()
+    };
+    // Tokens from the admin and from `artstore token` (the local key) are both accepted.
+    let source = JwksSource::Any(vec![
+        JwksSource::Url(format!("{admin_url}/.well-known/jwks.json")),
+        JwksSource::File(paths.keys.join(JWKS_FILE)),
+    ]);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let verifier = verifier_from(source, &element_cfg, clock.clone());
+    verifier.load().await?;
     let element = Element::build(element_cfg, verifier, clock).await?;
+    register_standalone_element(&node, &format!("http://{addr}"), element.store.mode().as_str()).await?;
     let data = cfg.data.display();
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "artstore".to_owned());
+    let password = match node.generated_password() {
+        Some(p) => format!("{p}   (generated now, shown once)"),
+        None => "(set at first start: ARTSTORE_ADMIN_PASSWORD or the one printed then)".to_owned(),
+    };
     eprintln!(
-        "\nArtStore standalone is running on http://{addr}\n  data:    {data}\n  key id:  {}\n  token:   {exe} token --data {data} --role admin\n  try:     curl -H \"Authorization: Bearer $({exe} token --data {data} --role admin)\" http://{addr}/api/v1/element\n",
+        "\nArtStore standalone is running\n  storage element: http://{addr}\n  admin:           {admin_url}\n  data:            {data}\n  login:           user admin, password {password}\n  get a token:     curl -s -d grant_type=password -d username=admin -d password=... {admin_url}/api/v1/auth/token\n  local token:     {exe} token --data {data} --role admin   (key id {})\n",
         signer.kid()
     );
-    element.run(listener, shutdown_signal()).await
+    let served = element.run(listener, shutdown_signal()).await;
+    let _ = admin_task.await;
+    served
+}
+
+/// Makes sure the admin's registry knows the standalone element (so mode changes through
+/// the admin reach it).
+async fn register_standalone_element(node: &artstore_admin::node::Node, url: &str, mode: &str) -> anyhow::Result<()> {
+    let known = node.read(|s| s.elements.get(STANDALONE_ELEMENT_ID).map(|e| e.url.clone()));
+    let op = match known {
+        Some(u) if u == url => return Ok(()),
+        Some(_) => artstore_admin::state::Op::UpdateElement {
+            id: STANDALONE_ELEMENT_ID.to_owned(),
+            url: Some(url.to_owned()),
+            capacity_bytes: None,
+            weight: None,
+            dc: None,
+        },
+        None => {
+            let now = chrono::Utc::now();
+            artstore_admin::state::Op::CreateElement {
+                element: artstore_admin::state::Element {
+                    id: STANDALONE_ELEMENT_ID.to_owned(),
+                    url: url.to_owned(),
+                    mode: mode.to_owned(),
+                    capacity_bytes: 0,
+                    weight: 1,
+                    dc: String::new(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            }
+        }
+    };
+    node.write(artstore_admin::node::SYSTEM_ACTOR, None, op)
+        .await
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("registering the standalone element: {}", e.detail))
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

@@ -6,12 +6,24 @@
 //! - [`state`]: the replicated state and the deterministic apply, incl. the audit chain.
 //! - [`log_store`]: the durable Raft log; [`sm`]: the state machine and its snapshots.
 //! - [`network`]: Raft RPCs over HTTP with fault injection for tests.
+//! - [`node`]: one running node; [`api`]: the HTTP API; [`discovery`]: Redis publication.
+//! - [`verify`]: `artstore admin verify-audit`.
 
+// openraft's `StorageError` is large and every storage trait method returns it.
+#![allow(clippy::result_large_err)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod discovery;
 pub mod log_store;
 pub mod network;
+pub mod node;
+pub mod server;
 pub mod sm;
 pub mod state;
 pub mod types;
+pub mod verify;
 
 #[cfg(test)]
 mod storage_suite {

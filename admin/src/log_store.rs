@@ -28,7 +28,7 @@ const COMPACT_MIN_BYTES: u64 = 4 << 20;
 
 #[derive(Serialize, Deserialize)]
 enum Record {
-    Entry(Entry),
+    Entry(Box<Entry>),
     Truncate(u64),
     Purge(LogId),
 }
@@ -143,7 +143,7 @@ impl LogStore {
                     // Purge records may come before re-appended entries only above the purge point.
                     if last_purged.is_none_or(|p| i > p.index) {
                         live_bytes.insert(i, size);
-                        log.insert(i, e);
+                        log.insert(i, *e);
                     }
                 }
                 Record::Truncate(i) => {
@@ -212,7 +212,7 @@ impl Inner {
             out.extend(frame(&Record::Purge(p)));
         }
         for e in self.log.values() {
-            out.extend(frame(&Record::Entry(e.clone())));
+            out.extend(frame(&Record::Entry(Box::new(e.clone()))));
         }
         write_atomic(&self.dir, LOG_FILE, &out, true)?;
         let file = OpenOptions::new().read(true).append(true).open(self.dir.join(LOG_FILE))?;
@@ -279,7 +279,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut buf = Vec::new();
             let mut sized = Vec::new();
             for e in entries {
-                let f = frame(&Record::Entry(e.clone()));
+                let f = frame(&Record::Entry(Box::new(e.clone())));
                 sized.push((e.log_id.index, f.len() as u64));
                 buf.extend_from_slice(&f);
                 g.log.insert(e.log_id.index, e);

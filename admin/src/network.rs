@@ -155,16 +155,16 @@ pub struct RaftRpc {
 }
 
 impl RaftRpc {
-    fn admit(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn admit(&self, headers: &HeaderMap) -> Result<(), StatusCode> {
         if self.faults.is_isolated(self.me) {
-            return Err(StatusCode::SERVICE_UNAVAILABLE.into_response());
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
         }
         if let Some(s) = &self.secret {
             let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
             // Comparing digests keeps the comparison's timing independent of the secret.
             let digest = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b).as_ref().to_vec();
             if digest(given) != digest(s.as_bytes()) {
-                return Err(StatusCode::FORBIDDEN.into_response());
+                return Err(StatusCode::FORBIDDEN);
             }
         }
         Ok(())
@@ -187,14 +187,14 @@ async fn append(
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
     if let Err(r) = s.admit(&headers) {
-        return r;
+        return r.into_response();
     }
     Json(s.raft.append_entries(req).await).into_response()
 }
 
 async fn vote(State(s): State<RaftRpc>, headers: HeaderMap, Json(req): Json<VoteRequest<NodeId>>) -> Response {
     if let Err(r) = s.admit(&headers) {
-        return r;
+        return r.into_response();
     }
     Json(s.raft.vote(req).await).into_response()
 }
@@ -205,7 +205,7 @@ async fn snapshot(
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
     if let Err(r) = s.admit(&headers) {
-        return r;
+        return r.into_response();
     }
     Json(s.raft.install_snapshot(req).await).into_response()
 }

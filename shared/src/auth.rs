@@ -204,13 +204,31 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// A function that answers the current JWKS document (the admin's own key set).
+pub type JwksProvider = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
+
 /// Where the verifier gets its public keys.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum JwksSource {
     /// A JWKS JSON file on disk (re-read on an unknown `kid`).
     File(PathBuf),
     /// A JWKS served over HTTP(S), e.g. the admin's `/.well-known/jwks.json`.
     Url(String),
+    /// A key set held in this process (the admin verifies with its own keys).
+    Provider(JwksProvider),
+    /// The union of several sources (standalone: the admin's keys and the local key).
+    Any(Vec<JwksSource>),
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(p) => write!(f, "File({})", p.display()),
+            JwksSource::Url(u) => write!(f, "Url({u})"),
+            JwksSource::Provider(_) => f.write_str("Provider"),
+            JwksSource::Any(v) => f.debug_list().entries(v).finish(),
+        }
+    }
 }
 
 impl JwksSource {
@@ -233,6 +251,9 @@ pub struct VerifierConfig {
     pub leeway: Duration,
     /// At most one key-set refresh per this interval, however many unknown `kid`s arrive.
     pub min_refresh_interval: Duration,
+    /// The key set is re-read when older than this, so keys dropped at the source (past
+    /// their grace period) stop being accepted here too.
+    pub max_key_age: Duration,
 }
 
 impl Default for VerifierConfig {
@@ -242,6 +263,7 @@ impl Default for VerifierConfig {
             audience: DEFAULT_AUDIENCE.to_owned(),
             leeway: Duration::from_secs(30),
             min_refresh_interval: Duration::from_secs(10),
+            max_key_age: Duration::from_secs(300),
         }
     }
 }
@@ -285,7 +307,27 @@ impl TokenVerifier {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, AuthError> {
-        let body = match &self.source {
+        self.fetch_from(&self.source).await
+    }
+
+    async fn fetch_from(&self, source: &JwksSource) -> Result<HashMap<String, DecodingKey>, AuthError> {
+        let body = match source {
+            JwksSource::Any(sources) => {
+                // Every source that answers contributes; it fails only if none answers.
+                let mut all = HashMap::new();
+                let mut last_err = None;
+                for s in sources {
+                    match Box::pin(self.fetch_from(s)).await {
+                        Ok(keys) => all.extend(keys),
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                return match (all.is_empty(), last_err) {
+                    (true, Some(e)) => Err(e),
+                    _ => Ok(all),
+                };
+            }
+            JwksSource::Provider(p) => p(),
             JwksSource::File(p) => {
                 tokio::fs::read(p).await.map_err(|e| AuthError::KeySet(format!("{}: {e}", p.display())))?
             }
@@ -311,6 +353,23 @@ impl TokenVerifier {
         Ok(())
     }
 
+    /// Re-reads a key set older than `max_key_age`; on failure keeps the old one (logged).
+    async fn refresh_if_stale(&self) {
+        let stale = self.last_refresh.lock().await.is_some_and(|t| t.elapsed() >= self.config.max_key_age);
+        if !stale {
+            return;
+        }
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|t| t.elapsed() < self.config.max_key_age) {
+            return; // another request refreshed meanwhile
+        }
+        *last = Some(Instant::now());
+        match self.fetch().await {
+            Ok(set) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = set,
+            Err(e) => tracing::warn!(error = %e, "key set refresh failed; keeping the keys held"),
+        }
+    }
+
     fn key(&self, kid: &str) -> Option<DecodingKey> {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).get(kid).cloned()
     }
@@ -325,6 +384,7 @@ impl TokenVerifier {
             return Err(AuthError::Algorithm(format!("{:?}", header.alg)));
         }
         let kid = header.kid.ok_or(AuthError::NoKid)?;
+        self.refresh_if_stale().await;
         let key = match self.key(&kid) {
             Some(k) => k,
             None => {

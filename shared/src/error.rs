@@ -31,6 +31,8 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// The body's media type is not accepted here.
     UnsupportedMediaType,
+    /// Too many attempts (failed logins); retry after the time the response names.
+    TooManyRequests,
     /// A dependency is down, a drain timed out, or quorum is lost; retry later.
     Unavailable,
     /// A bug or an I/O failure on our side.
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,6 +72,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload-too-large",
             Self::RangeNotSatisfiable => "range-not-satisfiable",
             Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::TooManyRequests => "too-many-requests",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

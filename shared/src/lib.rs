@@ -2,9 +2,12 @@
 //! verification, the clock, telemetry, and the health and metrics endpoints.
 
 pub mod auth;
+pub mod clients;
 pub mod clock;
+pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod retention;
 pub mod telemetry;
 pub mod tls;
 

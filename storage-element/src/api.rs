@@ -31,6 +31,8 @@ use uuid::Uuid;
 pub struct AppState {
     pub store: Arc<Store>,
     pub auth: Auth,
+    /// Resolves `retention_policy` at the admin; absent when no admin is configured.
+    pub policies: Option<Arc<crate::policies::PolicyResolver>>,
 }
 
 impl FromRef<AppState> for Auth {
@@ -152,6 +154,12 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
             "POST /api/v1/files takes multipart/form-data with a boundary",
         )
     })?;
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned());
     let request_digest = req.headers().get("content-digest").map(sha256_from_digest_header).transpose()?.flatten();
     let body_hash = Arc::new(Mutex::new(ring::digest::Context::new(&ring::digest::SHA256)));
     let hasher = body_hash.clone();
@@ -164,6 +172,7 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
     let mut part_digest = None;
     let mut new = NewFile::default();
     let (mut mode, mut until, mut hold, mut disposition) = (None, None, false, None);
+    let mut policy_name = None;
     while let Some(mut field) = mp.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
@@ -218,6 +227,9 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
                         .with_timezone(&Utc),
                 );
             }
+            "retention_policy" => {
+                policy_name = Some(text_field(field, &name).await?.trim().to_owned()).filter(|p| !p.is_empty());
+            }
             "legal_hold" => {
                 hold = match text_field(field, &name).await?.trim() {
                     "true" => true,
@@ -254,12 +266,37 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
     if hold && !caller.can(Permission::Protect) {
         return Err(ApiError::forbidden("setting a legal hold needs a writer, operator or admin role"));
     }
+    let policy = match &policy_name {
+        None => None,
+        Some(p) => {
+            if mode.is_some() || until.is_some() || disposition.is_some() {
+                return Err(bad(
+                    "retention_policy decides the retention mode, date and disposition; do not send retention_mode, retain_until or disposition with it",
+                ));
+            }
+            let resolver = s.policies.as_ref().ok_or_else(|| {
+                ApiError::typed(
+                    ErrorCode::BadRequest,
+                    "no-admin",
+                    "this element has no admin configured (admin_url) to resolve retention policies",
+                )
+            })?;
+            Some(resolver.resolve(bearer.as_deref().unwrap_or_default(), p).await?)
+        }
+    };
+    if let Some(p) = &policy {
+        let term = artstore_shared::retention::Term::parse(&p.term)
+            .map_err(|e| ApiError::internal(format!("retention policy {:?}: {e}", p.name)))?;
+        mode = Some(if p.mode == "compliance" { RetentionMode::Compliance } else { RetentionMode::Governance });
+        until = Some(term.add_to(Utc::now()).ok_or_else(|| bad("the policy's term overflows the calendar"))?);
+        disposition = Some(if p.disposition == "dispose" { Disposition::Dispose } else { Disposition::Review });
+    }
     let mode = match (mode, until) {
         (None, Some(_)) => RetentionMode::Governance,
         (m, _) => m.unwrap_or_default(),
     };
     new.retention = Retention {
-        policy: None,
+        policy: policy_name,
         mode,
         retain_until: until,
         legal_hold: hold,

@@ -42,6 +42,19 @@ pub struct ElementConfig {
     pub tls_key: Option<PathBuf>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
+    /// Seconds a fetched key set is trusted before it is read again (so keys the admin
+    /// dropped after their grace period stop being accepted here).
+    pub jwks_max_age_secs: u64,
+    /// The admin cluster's URL, for resolving `retention_policy` at upload.
+    pub admin_url: Option<String>,
+    /// Redis URL for heartbeats (discovery); absent: no heartbeats.
+    pub redis: Option<String>,
+    /// This element's id in the admin's registry (default: its id in `element.json`).
+    pub element_id: Option<String>,
+    /// The URL others reach this element at (default: `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Seconds a heartbeat lives in Redis; renewed every third of it.
+    pub heartbeat_ttl_secs: u64,
 }
 
 /// Default listen address of a storage element.
@@ -65,6 +78,12 @@ impl Default for ElementConfig {
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Pretty,
+            jwks_max_age_secs: 300,
+            admin_url: None,
+            redis: None,
+            element_id: None,
+            public_url: None,
+            heartbeat_ttl_secs: artstore_shared::discovery::HEARTBEAT_TTL_SECS,
         }
     }
 }

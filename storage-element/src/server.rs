@@ -69,8 +69,12 @@ impl Element {
         health.set_ready("store");
         let applier =
             store.cache().is_persistent().then(|| tokio::spawn(crate::applier::run(store.clone(), health.clone())));
+        let policies = cfg
+            .admin_url
+            .as_deref()
+            .map(|u| Arc::new(crate::policies::PolicyResolver::new(u, Duration::from_secs(60))));
         let router = artstore_shared::telemetry::instrument(
-            api::router(AppState { store: store.clone(), auth: Auth(verifier) }),
+            api::router(AppState { store: store.clone(), auth: Auth(verifier), policies }),
             health.clone(),
         );
         Ok(Element { store, router, health, applier, cfg })
@@ -84,6 +88,18 @@ impl Element {
         let store = self.store.clone();
         let interval = Duration::from_secs(self.cfg.disposition_interval_secs.max(1));
         let worker = tokio::spawn(disposition_worker(store.clone(), interval));
+        let heartbeat = match &self.cfg.redis {
+            Some(redis) => {
+                let id = match &self.cfg.element_id {
+                    Some(id) => id.clone(),
+                    None => store.info().await?.id.to_string(),
+                };
+                let url = self.cfg.public_url.clone().unwrap_or_else(|| format!("http://{}", self.cfg.listen));
+                let ttl = Duration::from_secs(self.cfg.heartbeat_ttl_secs.max(1));
+                Some(crate::heartbeat::spawn(store.clone(), redis.clone(), id, url, ttl))
+            }
+            None => None,
+        };
         let health = self.health.clone();
         tracing::info!(addr = %listener.local_addr()?, root = %store.root().display(), mode = store.mode().as_str(), "storage element serving");
         axum::serve(listener, self.router)
@@ -94,6 +110,9 @@ impl Element {
             })
             .await?;
         worker.abort();
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
         if let Some(a) = self.applier {
             a.abort();
         }

@@ -1,0 +1,126 @@
+//! The admin node's configuration: TOML keys under `[admin]`, each with an `ARTSTORE_*`
+//! variable and a command-line flag (the binary merges them in that order).
+
+use artstore_shared::auth::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use artstore_shared::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Default listen address of an admin node.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+
+/// Settings of one admin node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// This node's id in the cluster.
+    pub node_id: u64,
+    /// Address to listen on (API, JWKS and Raft RPCs).
+    pub listen: String,
+    /// The node's folder: Raft log, vote, snapshot, audit chain.
+    pub data: Option<PathBuf>,
+    /// Every voter of a fresh cluster: `1=http://host:port,2=http://…`. Only this node
+    /// (`1=http://…`) makes a one-node cluster; absent means the same, at `listen`.
+    pub peers: Option<String>,
+    /// Redis URL for discovery (`redis://127.0.0.1:6379`); absent disables publication.
+    pub redis: Option<String>,
+    /// Shared secret every node sends and checks on Raft RPCs; absent means none.
+    pub cluster_secret: Option<String>,
+    /// Issuer written into tokens.
+    pub issuer: String,
+    /// Audience written into access tokens.
+    pub audience: String,
+    /// Access-token lifetime in seconds.
+    pub token_ttl_secs: u64,
+    /// Refresh-token lifetime in seconds.
+    pub refresh_ttl_secs: u64,
+    /// Seconds between scheduled signing-key rotations.
+    pub key_rotation_secs: u64,
+    /// Seconds a retired key stays in the JWKS.
+    pub key_grace_secs: u64,
+    /// Failed logins allowed per user name, and per client address, within `login_window_secs`.
+    pub login_max_failures: u32,
+    /// Failed logins allowed per client address within the window.
+    pub login_max_failures_per_address: u32,
+    /// The rate-limit window in seconds.
+    pub login_window_secs: u64,
+    /// Raft heartbeat interval in milliseconds (elections time out after 4-8 of these).
+    pub raft_heartbeat_ms: u64,
+    /// Log format: `pretty` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: DEFAULT_LISTEN.to_owned(),
+            data: None,
+            peers: None,
+            redis: None,
+            cluster_secret: None,
+            issuer: DEFAULT_ISSUER.to_owned(),
+            audience: DEFAULT_AUDIENCE.to_owned(),
+            token_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 24 * 3600,
+            key_rotation_secs: 24 * 3600,
+            key_grace_secs: 48 * 3600,
+            login_max_failures: 5,
+            login_max_failures_per_address: 20,
+            login_window_secs: 300,
+            raft_heartbeat_ms: 150,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The voters named by `peers` (or this node alone at `listen`).
+    pub fn peer_map(&self) -> Result<BTreeMap<u64, String>, String> {
+        let Some(peers) = self.peers.as_deref().filter(|p| !p.trim().is_empty()) else {
+            return Ok(BTreeMap::from([(self.node_id, format!("http://{}", self.listen))]));
+        };
+        let mut out = BTreeMap::new();
+        for part in peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, url) = part
+                .split_once('=')
+                .ok_or_else(|| format!("peer {part:?} is not ID=URL (e.g. 1=http://10.0.0.1:8090)"))?;
+            let id: u64 = id.trim().parse().map_err(|_| format!("peer {part:?}: {id:?} is not a node id"))?;
+            let url = url.trim().trim_end_matches('/');
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("peer {part:?}: {url:?} is not an http(s) URL"));
+            }
+            if out.insert(id, url.to_owned()).is_some() {
+                return Err(format!("peer id {id} is named twice"));
+            }
+        }
+        if !out.contains_key(&self.node_id) {
+            return Err(format!("peers do not name this node (--node-id {})", self.node_id));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_name_this_node() {
+        let c = AdminConfig {
+            node_id: 2,
+            peers: Some("1=http://a:1, 2=http://b:2/,3=https://c".into()),
+            ..Default::default()
+        };
+        let m = c.peer_map().unwrap();
+        assert_eq!(m[&2], "http://b:2");
+        assert_eq!(m.len(), 3);
+        for bad in ["1=http://a", "x=http://a,2=http://b", "2=ftp://b", "2=http://b,2=http://c", "2"] {
+            let c = AdminConfig { node_id: 2, peers: Some(bad.into()), ..Default::default() };
+            assert!(c.peer_map().is_err(), "{bad}");
+        }
+        let single = AdminConfig::default().peer_map().unwrap();
+        assert_eq!(single[&1], "http://127.0.0.1:8090");
+    }
+}

@@ -1,0 +1,93 @@
+//! Running an admin node: storage and Raft → chores → discovery → API, then serve until the
+//! shutdown future resolves.
+
+use crate::api::{self, AppState};
+use crate::config::AdminConfig;
+use crate::network::{self, Faults, RaftRpc};
+use crate::node::Node;
+use artstore_shared::auth::Auth;
+use artstore_shared::health::Health;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An admin node ready to serve.
+pub struct AdminServer {
+    pub node: Arc<Node>,
+    pub router: axum::Router,
+    pub health: Health,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer").field("node", &self.node.id).finish_non_exhaustive()
+    }
+}
+
+impl AdminServer {
+    /// Opens the node and builds its router; `faults` lets tests cut the node off.
+    pub async fn build(cfg: AdminConfig, faults: Faults) -> anyhow::Result<AdminServer> {
+        let health = Health::new();
+        health.set_not_ready("raft", "starting");
+        let node = Node::start(cfg.clone(), faults.clone()).await?;
+        let mut tasks = vec![node.spawn_chores(), spawn_health(node.clone(), health.clone())];
+        if let Some(url) = &cfg.redis {
+            tasks.push(crate::discovery::spawn(node.clone(), url.clone(), Duration::from_secs(1)));
+        }
+        let state = AppState {
+            node: node.clone(),
+            auth: Auth(node.verifier.clone()),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(150)).build().unwrap_or_default(),
+            elements: api::element_client(),
+        };
+        let rpc = RaftRpc { me: node.id, raft: node.raft.clone(), secret: cfg.cluster_secret.clone(), faults };
+        let router =
+            artstore_shared::telemetry::instrument(api::router(state), health.clone()).merge(network::routes(rpc));
+        Ok(AdminServer { node, router, health, tasks })
+    }
+
+    /// Serves until `shutdown` resolves, then stops Raft.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %listener.local_addr()?, node = self.node.id, "admin node serving");
+        let health = self.health.clone();
+        axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                health.set_not_ready("raft", "shutting down");
+            })
+            .await?;
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.node.raft.shutdown().await;
+        tracing::info!("admin node stopped");
+        Ok(())
+    }
+}
+
+/// Keeps `/health/ready` true to the node: ready with a known leader and a bootstrapped
+/// state; Redis down shows as degraded.
+fn spawn_health(node: Arc<Node>, health: Health) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            match (node.leader(), node.read(|s| s.bootstrapped_at.is_some())) {
+                (Some(_), true) => health.set_ready("raft"),
+                (None, _) => health.set_not_ready("raft", "no leader"),
+                (Some(_), false) => health.set_not_ready("raft", "bootstrapping"),
+            }
+            match *node.redis_up.read().unwrap_or_else(|e| e.into_inner()) {
+                Some(false) => health.set_degraded("redis", "redis is unreachable; registry not published"),
+                Some(true) => health.set_ready("redis"),
+                None => {}
+            }
+        }
+    })
+}
