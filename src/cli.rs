@@ -491,6 +491,11 @@ login_max_failures_per_address = 20
 login_window_secs = 300
 # Raft heartbeat, milliseconds; elections time out after 4-8 heartbeats. ARTSTORE_RAFT_HEARTBEAT_MS
 raft_heartbeat_ms = 150
+# Milliseconds a write waits for its commit before answering 503 (quorum lost).
+write_timeout_ms = 5000
+# The admin user's password at the first start of a fresh cluster; prefer the
+# ARTSTORE_ADMIN_PASSWORD variable. Unset: one is generated and printed once.
+# admin_password = "…"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 "#;

@@ -158,6 +158,10 @@ async fn forward_writes(State(s): State<AppState>, req: Request, next: Next) -> 
         return next.run(req).await;
     }
     let node = &s.node;
+    if node.faults.is_isolated(node.id) {
+        // A node cut off by fault injection reaches no peer, the leader included.
+        return next.run(req).await;
+    }
     let leader = match node.leader() {
         Some(l) if l != node.id => l,
         _ => return next.run(req).await,

@@ -47,6 +47,12 @@ pub struct AdminConfig {
     pub login_window_secs: u64,
     /// Raft heartbeat interval in milliseconds (elections time out after 4-8 of these).
     pub raft_heartbeat_ms: u64,
+    /// Milliseconds a write waits for its commit before answering 503 (quorum lost).
+    pub write_timeout_ms: u64,
+    /// The `admin` user's password at the first start of a fresh cluster. Prefer the
+    /// `ARTSTORE_ADMIN_PASSWORD` variable; unset: one is generated and printed once.
+    #[serde(skip_serializing)]
+    pub admin_password: Option<String>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -70,6 +76,8 @@ impl Default for AdminConfig {
             login_max_failures_per_address: 20,
             login_window_secs: 300,
             raft_heartbeat_ms: 150,
+            write_timeout_ms: 5000,
+            admin_password: None,
             log_format: LogFormat::Pretty,
         }
     }

@@ -158,7 +158,15 @@ impl Node {
     /// Proposes a change and waits until it is committed and applied here.
     pub async fn write(&self, actor: &str, from: Option<String>, op: Op) -> Result<Value, ApiError> {
         let req = Request { actor: actor.to_owned(), from, at: Utc::now(), op };
-        match self.raft.client_write(req).await {
+        let timeout = Duration::from_millis(self.cfg.write_timeout_ms.max(100));
+        let Ok(result) = tokio::time::timeout(timeout, self.raft.client_write(req)).await else {
+            return Err(ApiError::typed(
+                ErrorCode::Unavailable,
+                "no-quorum",
+                format!("the change was not committed within {timeout:?}; a majority of the cluster is unreachable"),
+            ));
+        };
+        match result {
             Ok(resp) => match resp.data {
                 Response::Ok(v) => Ok(v),
                 Response::Refused(r) => Err(match r.kind {
@@ -256,8 +264,9 @@ impl Node {
     /// The first change of a fresh cluster: audit key, `admin` user, first signing key.
     async fn bootstrap(&self) -> Result<(), ApiError> {
         let now = Utc::now();
-        let (password, generated) = match std::env::var("ARTSTORE_ADMIN_PASSWORD") {
-            Ok(p) if !p.is_empty() => (p, false),
+        let given = self.cfg.admin_password.clone().or_else(|| std::env::var("ARTSTORE_ADMIN_PASSWORD").ok());
+        let (password, generated) = match given {
+            Some(p) if !p.is_empty() => (p, false),
             _ => (crate::auth::random_secret(18), true),
         };
         let hash = crate::auth::hash_secret(&password).await?;
