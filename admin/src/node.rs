@@ -97,7 +97,7 @@ impl Node {
         let vc = VerifierConfig {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
-            min_refresh_interval: Duration::from_millis(200),
+            min_refresh_interval: Duration::ZERO,
             max_key_age: Duration::from_secs(1),
             ..Default::default()
         };
