@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are installed and running on this machine:
-# PostgreSQL on 127.0.0.1:5432 (user postgres, trust on loopback). Idempotent: does nothing
-# when the server already answers. Needs root (or sudo) only when something is missing.
+# PostgreSQL on 127.0.0.1:5432 (user postgres, trust on loopback) and Redis on
+# 127.0.0.1:6379 (plus the redis-server binary, which tests also start privately).
+# Idempotent: does nothing when a server already answers. Needs root (or sudo) only when
+# something is missing.
 set -euo pipefail
 
 log() { echo "scripts/services.sh: $*" >&2; }
@@ -40,4 +42,39 @@ ensure_postgres() {
   return 1
 }
 
+redis_ok() {
+  if command -v redis-cli >/dev/null 2>&1; then
+    [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]
+  else
+    # No client: speak the protocol by hand.
+    exec 3<>/dev/tcp/127.0.0.1/6379 2>/dev/null || return 1
+    printf 'PING\r\n' >&3
+    local reply
+    read -r -t 2 reply <&3 || true
+    exec 3>&-
+    [[ "$reply" == +PONG* ]]
+  fi
+}
+
+ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "installing redis"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  fi
+  if redis_ok; then return 0; fi
+  log "starting redis on 127.0.0.1:6379"
+  local dir=/var/lib/redis logdir=/var/log/redis
+  as_root mkdir -p "$dir" "$logdir"
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir "$dir" --logfile "$logdir/ci.log"
+  for _ in $(seq 1 40); do
+    if redis_ok; then log "redis is up"; return 0; fi
+    sleep 0.25
+  done
+  log "redis did not come up on 127.0.0.1:6379"
+  return 1
+}
+
 ensure_postgres
+ensure_redis

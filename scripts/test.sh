@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole ArtStore test suite. Idempotent: installs and starts what the tests need
-# when it is missing (PostgreSQL, cargo-nextest), then runs every test of every crate.
+# when it is missing (PostgreSQL, Redis, cargo-nextest), then runs every test of every crate.
 # Extra arguments go to nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# PostgreSQL for the cache tests: a missing server is a failure, never a skip.
+# PostgreSQL (cache tests) and Redis (discovery tests): a missing server is a failure,
+# never a skip.
 scripts/services.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then

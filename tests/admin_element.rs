@@ -28,6 +28,10 @@ struct Env {
 }
 
 async fn start(grace_secs: u64) -> Env {
+    start_with(grace_secs, None).await
+}
+
+async fn start_with(grace_secs: u64, redis: Option<&str>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let al = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = al.local_addr().unwrap();
@@ -37,6 +41,7 @@ async fn start(grace_secs: u64) -> Env {
         admin_password: Some(PASSWORD.to_owned()),
         key_grace_secs: grace_secs,
         raft_heartbeat_ms: 50,
+        redis: redis.map(str::to_owned),
         ..Default::default()
     };
     let server = AdminServer::build(cfg, Faults::default()).await.unwrap();
@@ -55,6 +60,9 @@ async fn start(grace_secs: u64) -> Env {
         listen: element_addr.to_string(),
         admin_url: Some(admin.clone()),
         jwks_max_age_secs: 1,
+        redis: redis.map(str::to_owned),
+        element_id: Some("se-hb".to_owned()),
+        heartbeat_ttl_secs: 3,
         ..Default::default()
     };
     let vc = VerifierConfig {
@@ -337,5 +345,48 @@ async fn uploads_resolve_retention_policies_through_the_admin() {
     let r =
         env.http.post(format!("{}/api/v1/files", env.element)).bearer_auth(&t).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 201);
+    drop(env.stops);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn element_heartbeats_reach_the_admin_through_redis() {
+    // Its own database on the shared Redis (scripts/services.sh starts it; missing fails).
+    let url = "redis://127.0.0.1:6379/12";
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.expect("redis on 127.0.0.1:6379 (scripts/services.sh)");
+    let () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+    let env = start_with(3600, Some(url)).await;
+    let t = env.token().await;
+    let r = env
+        .http
+        .post(format!("{}/api/v1/elements", env.admin))
+        .bearer_auth(&t)
+        .json(&json!({"id": "se-hb", "url": env.element}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = env
+            .http
+            .get(format!("{}/api/v1/elements/se-hb", env.admin))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let h = &v["health"];
+        if h["status"] == "up" {
+            assert!(h["free_bytes"].as_u64().unwrap() > 0, "{v}");
+            assert!(h["total_bytes"].as_u64().unwrap() >= h["free_bytes"].as_u64().unwrap());
+            assert_eq!(h["reported_mode"], "edit");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no heartbeat folded into health: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(env.stops);
 }

@@ -75,6 +75,21 @@ impl Cluster {
         c
     }
 
+    /// One node with a config of the caller's making.
+    pub async fn start_one(dir: tempfile::TempDir, listener: tokio::net::TcpListener, cfg: AdminConfig) -> Cluster {
+        let addr = listener.local_addr().unwrap();
+        let mut c = Cluster {
+            dir,
+            faults: Faults::default(),
+            addrs: BTreeMap::from([(1, addr)]),
+            nodes: BTreeMap::new(),
+            tweak: |_| {},
+        };
+        c.launch_with(1, listener, cfg).await;
+        c.leader_among(&[1]).await;
+        c
+    }
+
     pub fn peers(&self) -> String {
         self.addrs.iter().map(|(id, a)| format!("{id}=http://{a}")).collect::<Vec<_>>().join(",")
     }
@@ -82,6 +97,10 @@ impl Cluster {
     async fn launch(&mut self, id: u64, listener: tokio::net::TcpListener) {
         let mut cfg = config(id, self.addrs[&id], &self.peers(), self.dir.path().join(format!("node{id}")));
         (self.tweak)(&mut cfg);
+        self.launch_with(id, listener, cfg).await;
+    }
+
+    async fn launch_with(&mut self, id: u64, listener: tokio::net::TcpListener, cfg: AdminConfig) {
         let server = AdminServer::build(cfg, self.faults.clone()).await.unwrap();
         let node = server.node.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
