@@ -283,6 +283,14 @@ async fn token(State(s): State<AppState>, addr: ClientAddr, headers: HeaderMap, 
 
 async fn token_inner(s: &AppState, address: &str, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let f = token_fields(headers, body)?;
+    if s.node.read(|st| st.bootstrapped_at.is_none()) {
+        // Not a failed login: nobody can log in yet.
+        return Err(ApiError::typed(
+            ErrorCode::Unavailable,
+            "not-ready",
+            "the admin cluster is not bootstrapped yet; retry shortly",
+        ));
+    }
     let field = |k: &str| f.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let node = &s.node;
     let limited = |who: &str| {
