@@ -192,3 +192,19 @@ async fn failed_logins_are_rate_limited_per_user_and_per_address() {
     assert_eq!(login(&base, "ghost9", "x").await.status(), 429, "the address has used up its failures");
     c.nodes.get_mut(&1).unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served() {
+    let mut c = Cluster::start(1, |_| {}).await;
+    c.leader_among(&[1]).await;
+    let base = c.url(1);
+    for (method, path) in artstore_admin::api::ROUTES {
+        let p = path.replace("{id}", "1").replace("{username}", "u").replace("{client_id}", "c").replace("{name}", "n");
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = http().request(m, format!("{base}{p}")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.bytes().await.unwrap();
+        assert!(status != 405 && !(status == 404 && body.is_empty()), "{method} {path} is not routed ({status})");
+    }
+    c.nodes.get_mut(&1).unwrap().stop().await;
+}
