@@ -27,6 +27,8 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Rebuild of a large store: raw walk-and-parse rate vs rebuild-cache into PostgreSQL.
     Rebuild(RebuildBenchArgs),
+    /// Admin cluster: commit latency under load and failover time after a leader SIGKILL.
+    Admin(crate::bench_admin::AdminBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +67,11 @@ pub struct IngestBenchArgs {
     /// Size of the upload during which peak memory is measured, in MiB (0 skips it).
     #[arg(long, default_value_t = 2048)]
     pub memory_mib: u64,
+}
+
+/// The file system `dir` lives on, for the report.
+pub fn bench_fs_type(dir: &Path) -> String {
+    fs_type(dir)
 }
 
 fn fs_type(dir: &Path) -> String {
@@ -247,6 +254,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         Some(BenchWhat::Rebuild(r)) => rebuild(r).await,
+        Some(BenchWhat::Admin(a)) => crate::bench_admin::run(a).await,
         None => ingest(args.ingest).await,
     }
 }

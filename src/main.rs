@@ -2,6 +2,7 @@
 //! configuration (defaults < TOML file < `ARTSTORE_*` variables < flags) and wires roles.
 
 mod bench;
+mod bench_admin;
 mod cli;
 
 use anyhow::Context as _;
