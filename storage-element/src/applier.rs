@@ -43,6 +43,9 @@ pub async fn run(store: Arc<Store>, health: Health) {
                 }
                 Ok(cp) => {
                     tracing::info!(checkpoint = ?cp, "cache has no usable checkpoint: rebuilding it from the files");
+                    // Degraded while the rows are replaced: direct updates wait for the
+                    // applier, and lookups that need the cache answer 503, not 404.
+                    sync.degrade("rebuilding from the files");
                     health.set_degraded(COMPONENT, "rebuilding from the files");
                     let r = crate::rebuild::rebuild(&root, cache.as_ref(), &|r| {
                         tracing::debug!(documents = r.documents, "rebuild progress");

@@ -541,7 +541,16 @@ impl Store {
             Some(doc) => {
                 let lock = self.document_locks[stripe(doc)].lock().await;
                 let versions = self.cache.versions(doc).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                let last = versions.iter().map(|v| v.sidecar.version).max().ok_or(StoreError::DocumentNotFound(doc))?;
+                let last = match versions.iter().map(|v| v.sidecar.version).max() {
+                    Some(l) => l,
+                    // A cache still catching up may not know the document yet: retry, not 404.
+                    None if self.sync.is_degraded() => {
+                        return Err(StoreError::Unavailable(format!(
+                            "the cache is catching up and does not know document {doc} yet; retry shortly"
+                        )));
+                    }
+                    None => return Err(StoreError::DocumentNotFound(doc)),
+                };
                 (doc, last + 1, Some(lock))
             }
             None => (file_id, 1, None),
