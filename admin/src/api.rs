@@ -7,6 +7,7 @@ use crate::node::{Node, jwks_of};
 use crate::state::{Element, Op, Policy, ServiceAccount, User, check_policy_fields, check_roles};
 use artstore_shared::auth::{Auth, Caller, Permission, Role};
 use artstore_shared::clients::ElementClient;
+use artstore_shared::error::json_body;
 use artstore_shared::{ApiError, ErrorCode};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
@@ -124,17 +125,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-fn json_body<T>(r: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    r.map(|Json(v)| v).map_err(|e| {
-        let code = if matches!(e, JsonRejection::MissingJsonContentType(_)) {
-            ErrorCode::UnsupportedMediaType
-        } else {
-            ErrorCode::BadRequest
-        };
-        ApiError::typed(code, "bad-json", e.body_text())
-    })
-}
-
 fn require_role(caller: &Caller, roles: &[Role]) -> ApiResult<()> {
     if roles.iter().any(|r| caller.has_role(*r)) {
         Ok(())
@@ -142,6 +132,13 @@ fn require_role(caller: &Caller, roles: &[Role]) -> ApiResult<()> {
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         Err(ApiError::forbidden(format!("this needs the role {}", names.join(" or "))))
     }
+}
+
+/// An admin-only removal: 204 once committed.
+async fn admin_delete(s: &AppState, caller: &Caller, addr: ClientAddr, op: Op) -> ApiResult {
+    require_role(caller, &[Role::Admin])?;
+    s.node.write(&caller.subject, addr.0, op).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn created(v: Value) -> Response {
@@ -459,9 +456,7 @@ async fn delete_user(
     addr: ClientAddr,
     Path(name): Path<String>,
 ) -> ApiResult {
-    require_role(&caller, &[Role::Admin])?;
-    s.node.write(&caller.subject, addr.0, Op::DeleteUser { username: name }).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    admin_delete(&s, &caller, addr, Op::DeleteUser { username: name }).await
 }
 
 // ---------------------------------------------------------------- service accounts
@@ -558,9 +553,7 @@ async fn delete_account(
     addr: ClientAddr,
     Path(id): Path<String>,
 ) -> ApiResult {
-    require_role(&caller, &[Role::Admin])?;
-    s.node.write(&caller.subject, addr.0, Op::DeleteServiceAccount { client_id: id }).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    admin_delete(&s, &caller, addr, Op::DeleteServiceAccount { client_id: id }).await
 }
 
 // ---------------------------------------------------------------- retention policies
@@ -643,9 +636,7 @@ async fn delete_policy(
     addr: ClientAddr,
     Path(name): Path<String>,
 ) -> ApiResult {
-    require_role(&caller, &[Role::Admin])?;
-    s.node.write(&caller.subject, addr.0, Op::DeletePolicy { name }).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    admin_delete(&s, &caller, addr, Op::DeletePolicy { name }).await
 }
 
 /// An element is about to store documents under the policy: from now on it is in use.
@@ -766,9 +757,7 @@ async fn delete_element(
     addr: ClientAddr,
     Path(id): Path<String>,
 ) -> ApiResult {
-    require_role(&caller, &[Role::Admin])?;
-    s.node.write(&caller.subject, addr.0, Op::DeleteElement { id }).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    admin_delete(&s, &caller, addr, Op::DeleteElement { id }).await
 }
 
 /// Asks the element to switch; commits the mode only after the element confirmed it.

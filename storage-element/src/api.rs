@@ -8,6 +8,7 @@ use crate::error::StoreError;
 use crate::sidecar::{Disposition, DocState, Retention, RetentionMode};
 use crate::store::{MetadataPatch, NewFile, RestoreOutcome, Store, normalise_tags};
 use artstore_shared::auth::{Auth, Caller, Permission};
+use artstore_shared::error::json_body;
 use artstore_shared::{ApiError, ErrorCode};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -87,17 +88,6 @@ pub fn router(state: AppState) -> Router {
 
 fn parse_id(s: &str, what: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| ApiError::bad_request(format!("{what} {s:?} is not a UUID")))
-}
-
-fn json_body<T>(r: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    r.map(|Json(v)| v).map_err(|e| {
-        let code = if matches!(e, JsonRejection::MissingJsonContentType(_)) {
-            ErrorCode::UnsupportedMediaType
-        } else {
-            ErrorCode::BadRequest
-        };
-        ApiError::typed(code, "bad-json", e.body_text())
-    })
 }
 
 fn query<T>(r: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
