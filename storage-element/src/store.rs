@@ -540,17 +540,20 @@ impl Store {
         let (document_id, version, _doc_lock) = match new.document_id {
             Some(doc) => {
                 let lock = self.document_locks[stripe(doc)].lock().await;
-                let versions = self.cache.versions(doc).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                let last = match versions.iter().map(|v| v.sidecar.version).max() {
-                    Some(l) => l,
-                    // A cache still catching up may not know the document yet: retry, not 404.
-                    None if self.sync.is_degraded() => {
+                // The next version number needs every earlier version: a persistent cache
+                // that is catching up (after an outage, or rebuilding) may lack the newest,
+                // so it is waited for briefly, then the upload is refused with 503.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while self.sync.is_degraded() {
+                    if tokio::time::Instant::now() >= deadline {
                         return Err(StoreError::Unavailable(format!(
-                            "the cache is catching up and does not know document {doc} yet; retry shortly"
+                            "the cache is catching up; the versions of document {doc} are not known yet, retry shortly"
                         )));
                     }
-                    None => return Err(StoreError::DocumentNotFound(doc)),
-                };
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let versions = self.cache.versions(doc).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let last = versions.iter().map(|v| v.sidecar.version).max().ok_or(StoreError::DocumentNotFound(doc))?;
                 (doc, last + 1, Some(lock))
             }
             None => (file_id, 1, None),
