@@ -216,6 +216,9 @@ pub struct CacheSync {
     degraded: std::sync::Mutex<Option<String>>,
     /// The WAL sequence the cache has applied (`u64::MAX` for a volatile cache).
     applied: std::sync::atomic::AtomicU64,
+    /// Versions created since start whose direct cache update was skipped or failed (the
+    /// applier brings them in later): version numbering consults these too.
+    skipped: std::sync::Mutex<std::collections::HashMap<Uuid, u32>>,
 }
 
 impl CacheSync {
@@ -255,6 +258,22 @@ impl CacheSync {
 
     pub fn applied(&self) -> u64 {
         self.applied.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Remembers a version the cache may not have yet.
+    fn note_skipped(&self, document: Uuid, version: u32) {
+        let mut m = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= 1_000_000 {
+            // Only an outage that long fills it; by then the applier holds the oldest.
+            m.clear();
+        }
+        let v = m.entry(document).or_insert(version);
+        *v = (*v).max(version);
+    }
+
+    /// The newest version of `document` created here that the cache may lack.
+    fn skipped_version(&self, document: Uuid) -> Option<u32> {
+        self.skipped.lock().unwrap_or_else(|e| e.into_inner()).get(&document).copied()
     }
 
     pub fn set_applied(&self, seq: u64) {
@@ -553,7 +572,12 @@ impl Store {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let versions = self.cache.versions(doc).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                let last = versions.iter().map(|v| v.sidecar.version).max().ok_or(StoreError::DocumentNotFound(doc))?;
+                let last = versions
+                    .iter()
+                    .map(|v| v.sidecar.version)
+                    .chain(self.sync.skipped_version(doc))
+                    .max()
+                    .ok_or(StoreError::DocumentNotFound(doc))?;
                 (doc, last + 1, Some(lock))
             }
             None => (file_id, 1, None),
@@ -700,12 +724,20 @@ impl Store {
         }
         // A persistent cache is updated right away while it is healthy; the applier replays
         // the WAL from its checkpoint whenever that fails, so nothing waits on the database.
-        if !self.sync.is_degraded() {
-            match tokio::time::timeout(Duration::from_secs(1), self.cache.upsert(entry)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.sync.degrade(&e.to_string()),
-                Err(_) => self.sync.degrade("cache update timed out"),
-            }
+        let updated = !self.sync.is_degraded()
+            && match tokio::time::timeout(Duration::from_secs(1), self.cache.upsert(entry)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    self.sync.degrade(&e.to_string());
+                    false
+                }
+                Err(_) => {
+                    self.sync.degrade("cache update timed out");
+                    false
+                }
+            };
+        if !updated {
+            self.sync.note_skipped(sc.document_id, sc.version);
         }
         self.sync.notify.notify_one();
     }
