@@ -368,6 +368,7 @@ async fn token_inner(s: &AppState, address: &str, headers: &HeaderMap, body: &By
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    #[serde(alias = "name")]
     username: String,
     password: String,
     #[serde(default)]
@@ -464,6 +465,7 @@ async fn delete_user(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewAccount {
+    #[serde(alias = "name")]
     client_id: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
@@ -664,11 +666,11 @@ struct NewElement {
     url: String,
     #[serde(default = "default_mode")]
     mode: String,
-    #[serde(default)]
+    #[serde(default, alias = "capacity")]
     capacity_bytes: u64,
     #[serde(default = "default_weight")]
     weight: u32,
-    #[serde(default)]
+    #[serde(default, alias = "datacenter", alias = "data_center", alias = "data_centre", alias = "datacentre")]
     dc: String,
 }
 
@@ -683,14 +685,19 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 struct ElementPatch {
     url: Option<String>,
+    #[serde(alias = "capacity")]
     capacity_bytes: Option<u64>,
     weight: Option<u32>,
+    #[serde(alias = "datacenter", alias = "data_center", alias = "data_centre", alias = "datacentre")]
     dc: Option<String>,
 }
 
 /// The element with its health folded in from the last heartbeat.
 fn element_view(node: &Node, e: &Element) -> Value {
     let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    // The same facts under the plain names too.
+    v["capacity"] = json!(e.capacity_bytes);
+    v["datacenter"] = json!(e.dc);
     let hb = node.heartbeats.read().unwrap_or_else(|p| p.into_inner()).get(&e.id).cloned();
     let redis = *node.redis_up.read().unwrap_or_else(|p| p.into_inner());
     v["health"] = match (hb, redis) {
@@ -871,7 +878,9 @@ async fn cluster(State(s): State<AppState>, _caller: Caller) -> ApiResult {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewMember {
+    #[serde(alias = "id")]
     node_id: u64,
+    #[serde(alias = "addr", alias = "address")]
     url: String,
 }
 
