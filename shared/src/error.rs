@@ -185,6 +185,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A JSON body, or the extractor's rejection as a problem (`bad-json`; 415 without the
+/// JSON content type): handlers take `Result<Json<T>, JsonRejection>` and call this.
+pub fn json_body<T>(r: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+    use axum::extract::rejection::JsonRejection;
+    r.map(|axum::Json(v)| v).map_err(|e| {
+        let code = if matches!(e, JsonRejection::MissingJsonContentType(_)) {
+            ErrorCode::UnsupportedMediaType
+        } else {
+            ErrorCode::BadRequest
+        };
+        ApiError::typed(code, "bad-json", e.body_text())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,18 +221,4 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(r.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
     }
-}
-
-/// A JSON body, or the extractor's rejection as a problem (`bad-json`; 415 without the
-/// JSON content type): handlers take `Result<Json<T>, JsonRejection>` and call this.
-pub fn json_body<T>(r: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
-    use axum::extract::rejection::JsonRejection;
-    r.map(|axum::Json(v)| v).map_err(|e| {
-        let code = if matches!(e, JsonRejection::MissingJsonContentType(_)) {
-            ErrorCode::UnsupportedMediaType
-        } else {
-            ErrorCode::BadRequest
-        };
-        ApiError::typed(code, "bad-json", e.body_text())
-    })
 }
