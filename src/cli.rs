@@ -184,6 +184,15 @@ pub struct AdminArgs {
     /// Raft heartbeat interval in milliseconds (default 150).
     #[arg(long, env = "ARTSTORE_RAFT_HEARTBEAT_MS")]
     pub raft_heartbeat_ms: Option<u64>,
+    /// PEM certificate chain; with --tls-key the node speaks HTTPS (peers are https:// URLs).
+    #[arg(long, env = "ARTSTORE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARTSTORE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when calling peers and elements (besides the system's).
+    #[arg(long, env = "ARTSTORE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -193,7 +202,7 @@ impl AdminArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: AdminConfig) -> AdminConfig {
         let a = self;
-        overlay!(option cfg, a, data, peers, redis, cluster_secret);
+        overlay!(option cfg, a, data, peers, redis, cluster_secret, tls_cert, tls_key, tls_ca);
         overlay!(
             cfg,
             a,
@@ -493,6 +502,11 @@ login_window_secs = 300
 raft_heartbeat_ms = 150
 # Milliseconds a write waits for its commit before answering 503 (quorum lost).
 write_timeout_ms = 5000
+# HTTPS (rustls): certificate chain and key; peers are then https:// URLs. A private CA to
+# trust when calling peers and elements. ARTSTORE_TLS_CERT, ARTSTORE_TLS_KEY, ARTSTORE_TLS_CA
+# tls_cert = "/etc/artstore/tls/admin.pem"
+# tls_key = "/etc/artstore/tls/admin.key"
+# tls_ca = "/etc/artstore/tls/ca.pem"
 # The admin user's password at the first start of a fresh cluster; prefer the
 # ARTSTORE_ADMIN_PASSWORD variable. Unset: one is generated and printed once.
 # admin_password = "…"

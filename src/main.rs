@@ -93,9 +93,14 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let file = read_config(args.config.as_deref())?;
     let cfg = args.merge(file.admin);
     telemetry::init(cfg.log_format, "info,openraft=warn");
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(artstore_shared::tls::server_config(c, k)?),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
+    };
     let listener = listen(&cfg.listen).await?;
     let server = AdminServer::build(cfg, Faults::default()).await?;
-    server.run(listener, shutdown_signal()).await
+    server.run_with(listener, tls, shutdown_signal()).await
 }
 
 async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {

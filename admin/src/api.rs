@@ -8,6 +8,7 @@ use crate::state::{Element, Op, Policy, ServiceAccount, User, check_policy_field
 use artstore_shared::auth::{Auth, Caller, Permission, Role};
 use artstore_shared::clients::ElementClient;
 use artstore_shared::error::json_body;
+use artstore_shared::tls::PeerAddr;
 use artstore_shared::{ApiError, ErrorCode};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
@@ -23,9 +24,7 @@ use openraft::BasicNode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Handler state.
 #[derive(Clone)]
@@ -121,7 +120,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
         if let Some(v) = parts.headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             return Ok(ClientAddr(Some(v.to_owned())));
         }
-        Ok(ClientAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())))
+        Ok(ClientAddr(parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip().to_string())))
     }
 }
 
@@ -178,7 +177,7 @@ async fn proxy(http: &reqwest::Client, base: &str, req: Request) -> ApiResult<Re
         .headers
         .get(FORWARDED_FOR)
         .and_then(|v| v.to_str().ok().map(str::to_owned))
-        .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()));
+        .or_else(|| parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip().to_string()));
     let body = axum::body::to_bytes(body, 16 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
@@ -921,11 +920,6 @@ async fn remove_member(State(s): State<AppState>, caller: Caller, Path(id): Path
         .map_err(|e| ApiError::typed(ErrorCode::Unavailable, "membership-change-failed", e.to_string()))?;
     tracing::info!(node = id, by = caller.subject, "cluster member removed");
     cluster(State(s), caller).await
-}
-
-/// A client for calls to elements with the timeout a drain may need.
-pub fn element_client() -> ElementClient {
-    ElementClient::new(Duration::from_secs(120))
 }
 
 #[cfg(test)]

@@ -53,6 +53,13 @@ pub struct AdminConfig {
     /// `ARTSTORE_ADMIN_PASSWORD` variable; unset: one is generated and printed once.
     #[serde(skip_serializing)]
     pub admin_password: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the listener speaks HTTPS (rustls) and the
+    /// peer URLs are `https://`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates trusted (besides the system's) when calling peers and elements.
+    pub tls_ca: Option<PathBuf>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -78,6 +85,9 @@ impl Default for AdminConfig {
             raft_heartbeat_ms: 150,
             write_timeout_ms: 5000,
             admin_password: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             log_format: LogFormat::Pretty,
         }
     }

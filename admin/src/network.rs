@@ -53,13 +53,16 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(me: NodeId, secret: Option<String>, faults: Faults) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        Self { me, http, secret, faults }
+    /// `builder` carries the TLS trust (see `artstore_shared::tls::client_builder`).
+    pub fn new(
+        me: NodeId,
+        secret: Option<String>,
+        faults: Faults,
+        builder: reqwest::ClientBuilder,
+    ) -> anyhow::Result<Self> {
+        let http =
+            builder.connect_timeout(Duration::from_millis(500)).pool_idle_timeout(Duration::from_secs(30)).build()?;
+        Ok(Self { me, http, secret, faults })
     }
 }
 

@@ -88,7 +88,8 @@ impl Node {
             ..Default::default()
         };
         let raft_cfg = Arc::new(raft_cfg.validate().context("raft configuration")?);
-        let network = Network::new(cfg.node_id, cfg.cluster_secret.clone(), faults.clone());
+        let tls = artstore_shared::tls::client_builder(cfg.tls_ca.as_deref())?;
+        let network = Network::new(cfg.node_id, cfg.cluster_secret.clone(), faults.clone(), tls)?;
         let raft = Raft::new(cfg.node_id, raft_cfg, network, log.clone(), sm.clone()).await.context("starting raft")?;
 
         let sm_for_keys = sm.clone();

@@ -7,8 +7,8 @@ use crate::network::{self, Faults, RaftRpc};
 use crate::node::Node;
 use artstore_shared::auth::Auth;
 use artstore_shared::health::Health;
+use artstore_shared::tls::{PeerAddr, TlsListener};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,11 +36,14 @@ impl AdminServer {
         if let Some(url) = &cfg.redis {
             tasks.push(crate::discovery::spawn(node.clone(), url.clone(), Duration::from_secs(1)));
         }
+        let client = || artstore_shared::tls::client_builder(cfg.tls_ca.as_deref());
         let state = AppState {
             node: node.clone(),
             auth: Auth(node.verifier.clone()),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(150)).build().unwrap_or_default(),
-            elements: api::element_client(),
+            http: client()?.timeout(Duration::from_secs(150)).build()?,
+            elements: artstore_shared::clients::ElementClient::with_client(
+                client()?.timeout(Duration::from_secs(120)).connect_timeout(Duration::from_secs(2)).build()?,
+            ),
         };
         let rpc = RaftRpc { me: node.id, raft: node.raft.clone(), secret: cfg.cluster_secret.clone(), faults };
         let router =
@@ -48,20 +51,34 @@ impl AdminServer {
         Ok(AdminServer { node, router, health, tasks })
     }
 
-    /// Serves until `shutdown` resolves, then stops Raft.
+    /// Serves plain HTTP until `shutdown` resolves, then stops Raft.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %listener.local_addr()?, node = self.node.id, "admin node serving");
+        self.run_with(listener, None, shutdown).await
+    }
+
+    /// Serves HTTPS when `tls` is given, plain HTTP otherwise, until `shutdown` resolves;
+    /// then stops Raft.
+    pub async fn run_with(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %listener.local_addr()?, node = self.node.id, tls = tls.is_some(), "admin node serving");
         let health = self.health.clone();
-        axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                health.set_not_ready("raft", "shutting down");
-            })
-            .await?;
+        let stop = async move {
+            shutdown.await;
+            health.set_not_ready("raft", "shutting down");
+        };
+        let app = self.router.clone().into_make_service_with_connect_info::<PeerAddr>();
+        match tls {
+            Some(t) => axum::serve(TlsListener::new(listener, t)?, app).with_graceful_shutdown(stop).await?,
+            None => axum::serve(listener, app).with_graceful_shutdown(stop).await?,
+        }
         for t in &self.tasks {
             t.abort();
         }

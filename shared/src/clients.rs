@@ -60,6 +60,11 @@ impl ElementClient {
         Self { http: client(timeout) }
     }
 
+    /// A client on a prepared HTTP client (e.g. one trusting a private CA).
+    pub fn with_client(http: reqwest::Client) -> Self {
+        Self { http }
+    }
+
     /// `POST {base}/api/v1/element/mode`: the element drains, records the mode in
     /// `element.json` and answers its new state.
     pub async fn set_mode(&self, base: &str, token: &str, mode: &str) -> Result<serde_json::Value, ClientError> {

@@ -29,6 +29,39 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     Ok(Arc::new(cfg))
 }
 
+/// The peer address of a connection, plain or TLS, for `into_make_service_with_connect_info`
+/// (axum's own `SocketAddr` impl covers plain TCP only).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// An HTTP client builder that also trusts the CA certificates in the PEM file `ca` (for
+/// calls between ArtStore roles behind a private CA).
+pub fn client_builder(ca: Option<&Path>) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut b = reqwest::Client::builder();
+    if let Some(path) = ca {
+        let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{}: no certificate in the file", path.display());
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b)
+}
+
 /// A TCP listener whose connections are TLS.
 pub struct TlsListener {
     local: SocketAddr,
