@@ -3,7 +3,7 @@
 //! membership. Writes sent to a follower are forwarded to the leader.
 
 use crate::auth::{Principal, check_refresh, hash_secret, principal, random_secret, token_response, verify_secret};
-use crate::node::{Node, jwks_of};
+use crate::node::Node;
 use crate::state::{Element, Op, Policy, ServiceAccount, User, check_policy_fields, check_roles};
 use artstore_shared::auth::{Auth, Caller, Permission, Role};
 use artstore_shared::clients::ElementClient;
@@ -117,11 +117,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(v) = parts.headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            return Ok(ClientAddr(Some(v.to_owned())));
-        }
-        Ok(ClientAddr(parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip().to_string())))
+        Ok(ClientAddr(client_addr(parts)))
     }
+}
+
+/// The forwarding node's `x-artstore-forwarded-for`, else the socket peer's address.
+fn client_addr(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok().map(str::to_owned))
+        .or_else(|| parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip().to_string()))
 }
 
 fn require_role(caller: &Caller, roles: &[Role]) -> ApiResult<()> {
@@ -173,11 +179,7 @@ async fn forward_writes(State(s): State<AppState>, req: Request, next: Next) -> 
 
 async fn proxy(http: &reqwest::Client, base: &str, req: Request) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
-    let client = parts
-        .headers
-        .get(FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok().map(str::to_owned))
-        .or_else(|| parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip().to_string()));
+    let client = client_addr(&parts);
     let body = axum::body::to_bytes(body, 16 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
@@ -214,8 +216,9 @@ async fn proxy(http: &reqwest::Client, base: &str, req: Request) -> ApiResult<Re
 // ---------------------------------------------------------------- tokens
 
 async fn jwks(State(s): State<AppState>) -> Response {
-    let set = s.node.read(jwks_of);
-    ([(header::CACHE_CONTROL, "public, max-age=60")], Json(set)).into_response()
+    let doc = s.node.keys.document();
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "public, max-age=60")], doc.to_vec())
+        .into_response()
 }
 
 /// Reads the token request's fields from a form or a JSON body.

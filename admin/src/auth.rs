@@ -157,19 +157,7 @@ pub fn token_response(node: &Node, p: &Principal) -> Result<Value, ApiError> {
 /// Checks a refresh token (signature with this cluster's keys, audience, expiry) and
 /// answers its subject.
 pub async fn check_refresh(node: &Node, token: &str) -> Result<String, ApiError> {
-    use artstore_shared::auth::{JwksSource, TokenVerifier, VerifierConfig};
-    let sm = node.sm.clone();
-    let provider: artstore_shared::auth::JwksProvider = std::sync::Arc::new(move || {
-        serde_json::to_vec(&sm.read(|d| crate::node::jwks_of(&d.state))).unwrap_or_default()
-    });
-    let vc = VerifierConfig {
-        issuer: node.cfg.issuer.clone(),
-        audience: refresh_audience(&node.cfg),
-        leeway: Duration::from_secs(0),
-        ..Default::default()
-    };
-    let v = TokenVerifier::new(JwksSource::Provider(provider), vc, std::sync::Arc::new(artstore_shared::SystemClock));
-    v.verify(token).await.map(|c| c.subject).map_err(|e| {
+    node.refresh_verifier.verify(token).await.map(|c| c.subject).map_err(|e| {
         ApiError::typed(ErrorCode::BadRequest, "invalid-grant", format!("refresh token refused: {e}"))
             .with("error", "invalid_grant")
     })

@@ -34,8 +34,12 @@ pub struct Node {
     pub log: LogStore,
     pub cfg: AdminConfig,
     pub faults: Faults,
-    /// Verifies tokens against this cluster's own key set.
+    /// The published key set.
+    pub keys: Arc<KeySet>,
+    /// Verifies access tokens against this cluster's own key set.
     pub verifier: Arc<TokenVerifier>,
+    /// Verifies refresh tokens (their own audience) against the same key set.
+    pub refresh_verifier: Arc<TokenVerifier>,
     /// Element heartbeats last read from Redis, by element id.
     pub heartbeats: RwLock<HashMap<String, Heartbeat>>,
     /// Whether Redis answered the last time it was asked (None: not configured).
@@ -67,6 +71,47 @@ pub fn jwks_of(state: &State) -> Value {
     serde_json::json!({ "keys": keys })
 }
 
+/// The key ids a JWKS document was built from, and the document.
+type CachedJwks = (Vec<String>, Arc<Vec<u8>>);
+
+/// The JWKS of the cluster's keys, rebuilt only when the set of key ids changes (a key id
+/// is a digest of its public key), so serving it and verifying tokens parse no RSA key.
+pub struct KeySet {
+    sm: StateMachine,
+    cached: Mutex<Option<CachedJwks>>,
+}
+
+impl KeySet {
+    /// The JWKS document, serialised.
+    pub fn document(&self) -> Arc<Vec<u8>> {
+        let kids: Vec<String> = self.sm.read(|d| d.state.keys.iter().map(|k| k.kid.clone()).collect());
+        let mut g = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, doc)) = &*g
+            && *k == kids
+        {
+            return doc.clone();
+        }
+        let doc = Arc::new(serde_json::to_vec(&self.sm.read(|d| jwks_of(&d.state))).unwrap_or_default());
+        *g = Some((kids, doc.clone()));
+        doc
+    }
+
+    /// A verifier of tokens for `audience` signed by these keys; it re-reads the set at
+    /// least every second and on any unknown `kid`, so rotations and drops apply at once.
+    fn verifier(self: &Arc<Self>, issuer: &str, audience: &str, leeway: Duration) -> Arc<TokenVerifier> {
+        let keys = self.clone();
+        let provider: artstore_shared::auth::JwksProvider = Arc::new(move || keys.document().to_vec());
+        let vc = VerifierConfig {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway,
+            min_refresh_interval: Duration::ZERO,
+            max_key_age: Duration::from_secs(1),
+        };
+        Arc::new(TokenVerifier::new(JwksSource::Provider(provider), vc, Arc::new(SystemClock)))
+    }
+}
+
 impl Node {
     /// Opens the node's storage and starts Raft; initialises a fresh cluster once.
     pub async fn start(cfg: AdminConfig, faults: Faults) -> anyhow::Result<Arc<Node>> {
@@ -92,17 +137,10 @@ impl Node {
         let network = Network::new(cfg.node_id, cfg.cluster_secret.clone(), faults.clone(), tls)?;
         let raft = Raft::new(cfg.node_id, raft_cfg, network, log.clone(), sm.clone()).await.context("starting raft")?;
 
-        let sm_for_keys = sm.clone();
-        let provider: artstore_shared::auth::JwksProvider =
-            Arc::new(move || serde_json::to_vec(&sm_for_keys.read(|d| jwks_of(&d.state))).unwrap_or_default());
-        let vc = VerifierConfig {
-            issuer: cfg.issuer.clone(),
-            audience: cfg.audience.clone(),
-            min_refresh_interval: Duration::ZERO,
-            max_key_age: Duration::from_secs(1),
-            ..Default::default()
-        };
-        let verifier = Arc::new(TokenVerifier::new(JwksSource::Provider(provider), vc, Arc::new(SystemClock)));
+        let keys = Arc::new(KeySet { sm: sm.clone(), cached: Mutex::new(None) });
+        let verifier = keys.verifier(&cfg.issuer, &cfg.audience, Duration::from_secs(30));
+        // Refresh tokens: their own audience, no clock leeway.
+        let refresh_verifier = keys.verifier(&cfg.issuer, &crate::auth::refresh_audience(&cfg), Duration::ZERO);
         let node = Arc::new(Node {
             id: cfg.node_id,
             raft,
@@ -111,7 +149,9 @@ impl Node {
             limiter: crate::auth::LoginLimiter::new(&cfg),
             cfg,
             faults,
+            keys,
             verifier,
+            refresh_verifier,
             heartbeats: RwLock::new(HashMap::new()),
             redis_up: RwLock::new(None),
             signers: Mutex::new(HashMap::new()),
