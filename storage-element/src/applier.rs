@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-const COMPONENT: &str = "cache";
-
 /// Runs until the task is aborted.
 pub async fn run(store: Arc<Store>, health: Health) {
     let cache = store.cache().clone();
@@ -26,7 +24,7 @@ pub async fn run(store: Arc<Store>, health: Health) {
     let mut tail: Option<WalTail> = None;
     let mut saved = 0u64;
     let mut backoff = Duration::from_millis(500);
-    sync.attach_health(health.clone());
+    sync.attach_health(health);
     let fail = |why: String, backoff: &mut Duration| {
         sync.degrade(&why);
         *backoff = (*backoff * 2).min(Duration::from_secs(10));
@@ -43,10 +41,9 @@ pub async fn run(store: Arc<Store>, health: Health) {
                 }
                 Ok(cp) => {
                     tracing::info!(checkpoint = ?cp, "cache has no usable checkpoint: rebuilding it from the files");
-                    // Degraded while the rows are replaced: direct updates wait for the
-                    // applier, and lookups that need the cache answer 503, not 404.
+                    // Degraded while the rows are replaced (shown on /health/ready too): direct
+                    // updates wait for the applier, lookups that need the cache answer 503.
                     sync.degrade("rebuilding from the files");
-                    health.set_degraded(COMPONENT, "rebuilding from the files");
                     let r = crate::rebuild::rebuild(&root, cache.as_ref(), &|r| {
                         tracing::debug!(documents = r.documents, "rebuild progress");
                     })
