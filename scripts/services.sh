@@ -9,6 +9,16 @@ set -euo pipefail
 log() { echo "scripts/services.sh: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# wait_up NAME CHECK: polls CHECK for up to 30 s.
+wait_up() {
+  for _ in $(seq 1 120); do
+    if "$2"; then log "$1 is up"; return 0; fi
+    sleep 0.25
+  done
+  log "$1 did not come up"
+  return 1
+}
+
 pg_ok() { psql "postgres://postgres@127.0.0.1:5432/postgres" -Atqc 'select 1' >/dev/null 2>&1; }
 
 ensure_postgres() {
@@ -34,12 +44,7 @@ ensure_postgres() {
   fi
   log "starting postgresql $cluster"
   as_root pg_ctlcluster --skip-systemctl-redirect $cluster start 2>/dev/null || as_root pg_ctlcluster --skip-systemctl-redirect $cluster reload || true
-  for _ in $(seq 1 60); do
-    if pg_ok; then log "postgresql is up"; return 0; fi
-    sleep 0.5
-  done
-  log "postgresql did not come up on 127.0.0.1:5432"
-  return 1
+  wait_up "postgresql on 127.0.0.1:5432" pg_ok
 }
 
 redis_ok() {
@@ -68,12 +73,7 @@ ensure_redis() {
   as_root mkdir -p "$dir" "$logdir"
   as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir "$dir" --logfile "$logdir/ci.log"
-  for _ in $(seq 1 40); do
-    if redis_ok; then log "redis is up"; return 0; fi
-    sleep 0.25
-  done
-  log "redis did not come up on 127.0.0.1:6379"
-  return 1
+  wait_up "redis on 127.0.0.1:6379" redis_ok
 }
 
 ensure_postgres
