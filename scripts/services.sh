@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are installed and running on this machine:
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust on loopback) and Redis on
-# 127.0.0.1:6379 (plus the redis-server binary, which tests also start privately).
+# 127.0.0.1:6379 (plus the redis-server binary, which tests also start privately), and
+# Kafka on 127.0.0.1:9092 (scripts/kafka.sh, which tests also use to stop and restart it).
 # Idempotent: does nothing when a server already answers. Needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
@@ -76,5 +77,8 @@ ensure_redis() {
   wait_up "redis on 127.0.0.1:6379" redis_ok
 }
 
+ensure_kafka() { bash "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" ensure; }
+
 ensure_postgres
 ensure_redis
+ensure_kafka
