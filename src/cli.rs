@@ -1,6 +1,7 @@
 //! Command-line shape, the config file's shape, and the maintenance verbs' terminal output.
 
 use artstore_admin::config::AdminConfig;
+use artstore_ingester::config::IngesterConfig;
 use artstore_shared::telemetry::LogFormat;
 use artstore_storage_element::ElementMode;
 use artstore_storage_element::config::ElementConfig;
@@ -25,6 +26,8 @@ pub enum Command {
     StorageElement(Box<ElementCmd>),
     /// Run an admin cluster node, or check one (verify-audit).
     Admin(Box<AdminCmd>),
+    /// Run an ingester: the front door for uploads (placement, tus, idempotency).
+    Ingester(Box<IngesterArgs>),
     /// Print an access token signed with a standalone installation's local key.
     Token(TokenArgs),
     /// Configuration helpers.
@@ -329,6 +332,94 @@ impl ElementArgs {
     }
 }
 
+/// Flags of `artstore ingester`; each overrides its config key.
+#[derive(Debug, Args, Default)]
+pub struct IngesterArgs {
+    /// Address to listen on (default 127.0.0.1:8082).
+    #[arg(long, env = "ARTSTORE_LISTEN")]
+    pub listen: Option<String>,
+    /// The ingester's data folder: upload sessions, idempotency keys, last-known registry.
+    #[arg(long, env = "ARTSTORE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Token-signing public keys: a JWKS file or an http(s) URL.
+    #[arg(long, env = "ARTSTORE_JWKS")]
+    pub jwks: Option<String>,
+    /// The admin cluster's URL (retention policies for placement).
+    #[arg(long = "admin", env = "ARTSTORE_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// Redis URL: the element registry and heartbeats.
+    #[arg(long, env = "ARTSTORE_REDIS_URL")]
+    pub redis: Option<String>,
+    /// A fixed element list: ID=URL,ID=URL.
+    #[arg(long, env = "ARTSTORE_ELEMENTS")]
+    pub elements: Option<String>,
+    /// A TOML configuration file (keys under [ingester]).
+    #[arg(long, env = "ARTSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Expected token issuer (default artstore).
+    #[arg(long, env = "ARTSTORE_ISSUER")]
+    pub issuer: Option<String>,
+    /// Expected token audience (default artstore).
+    #[arg(long, env = "ARTSTORE_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Documents disposed of within this term are temporary (default P1Y).
+    #[arg(long, env = "ARTSTORE_TEMPORARY_HORIZON")]
+    pub temporary_horizon: Option<String>,
+    /// Free space an element needs for an upload of unknown size (default 1 GiB).
+    #[arg(long, env = "ARTSTORE_UNKNOWN_SIZE_RESERVE_BYTES")]
+    pub unknown_size_reserve_bytes: Option<u64>,
+    /// Multipart files up to this size are held so a refusing element can be retried (default 8 MiB).
+    #[arg(long, env = "ARTSTORE_REPLAY_BUFFER_BYTES")]
+    pub replay_buffer_bytes: Option<u64>,
+    /// Seconds an unfinished resumable upload is kept (default 86400).
+    #[arg(long, env = "ARTSTORE_UPLOAD_EXPIRY_SECS")]
+    pub upload_expiry_secs: Option<u64>,
+    /// Largest resumable upload in bytes (default 64 GiB).
+    #[arg(long, env = "ARTSTORE_TUS_MAX_SIZE")]
+    pub tus_max_size: Option<u64>,
+    /// Seconds an idempotency key is remembered (default 86400).
+    #[arg(long, env = "ARTSTORE_IDEMPOTENCY_TTL_SECS")]
+    pub idempotency_ttl_secs: Option<u64>,
+    /// Browser origins allowed by CORS (comma-separated).
+    #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Milliseconds between direct probes of each element (default 2000).
+    #[arg(long, env = "ARTSTORE_PROBE_INTERVAL_MS")]
+    pub probe_interval_ms: Option<u64>,
+    /// Seconds a fetched key set is trusted before it is read again (default 300).
+    #[arg(long, env = "ARTSTORE_JWKS_MAX_AGE_SECS")]
+    pub jwks_max_age_secs: Option<u64>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl IngesterArgs {
+    /// Lays the flags (and variables) over the file's values.
+    pub fn merge(self, mut cfg: IngesterConfig) -> IngesterConfig {
+        let a = self;
+        overlay!(option cfg, a, data, jwks, admin_url, redis, elements);
+        overlay!(
+            cfg,
+            a,
+            listen,
+            issuer,
+            audience,
+            temporary_horizon,
+            unknown_size_reserve_bytes,
+            replay_buffer_bytes,
+            upload_expiry_secs,
+            tus_max_size,
+            idempotency_ttl_secs,
+            cors_origins,
+            probe_interval_ms,
+            jwks_max_age_secs,
+            log_format
+        );
+        cfg
+    }
+}
+
 /// Settings of `artstore standalone` (keys under [standalone]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -405,6 +496,7 @@ pub struct FileConfig {
     pub standalone: StandaloneConfig,
     pub storage_element: ElementConfig,
     pub admin: AdminConfig,
+    pub ingester: IngesterConfig,
 }
 
 /// What `artstore config example` prints. A test checks it parses to the defaults.
@@ -510,6 +602,46 @@ write_timeout_ms = 5000
 # The admin user's password at the first start of a fresh cluster; prefer the
 # ARTSTORE_ADMIN_PASSWORD variable. Unset: one is generated and printed once.
 # admin_password = "…"
+# "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
+log_format = "pretty"
+
+[ingester]
+# Upload sessions, idempotency keys, location hints, registry.json. Required. ARTSTORE_DATA, --data
+# data = "/var/lib/artstore/ingester"
+# ARTSTORE_LISTEN, --listen
+listen = "127.0.0.1:8082"
+# Token-signing public keys: a JWKS file or the admin's URL. Required. ARTSTORE_JWKS, --jwks
+# jwks = "https://admin.example.org/.well-known/jwks.json"
+# The admin cluster, for the terms of retention policies (placement). ARTSTORE_ADMIN_URL, --admin
+# admin_url = "http://127.0.0.1:8090"
+# Redis: the element registry the admin publishes and the elements' heartbeats.
+# ARTSTORE_REDIS_URL, --redis
+# redis = "redis://127.0.0.1:6379"
+# Without Redis, a fixed element list. ARTSTORE_ELEMENTS, --elements
+# elements = "se-1=http://127.0.0.1:8081,se-2=http://127.0.0.1:8083"
+# Expected token issuer and audience. ARTSTORE_ISSUER, ARTSTORE_AUDIENCE
+issuer = "artstore"
+audience = "artstore"
+# Seconds a fetched key set is trusted before it is read again. ARTSTORE_JWKS_MAX_AGE_SECS
+jwks_max_age_secs = 300
+# Documents to be disposed of within this term go to edit elements. ARTSTORE_TEMPORARY_HORIZON
+temporary_horizon = "P1Y"
+# Free space an element needs for an upload of unknown size (1 GiB).
+# ARTSTORE_UNKNOWN_SIZE_RESERVE_BYTES
+unknown_size_reserve_bytes = 1073741824
+# Multipart files up to this size are held so a refusing element can be retried; larger
+# ones stream through (8 MiB). ARTSTORE_REPLAY_BUFFER_BYTES
+replay_buffer_bytes = 8388608
+# Seconds an unfinished resumable upload is kept before it is swept. ARTSTORE_UPLOAD_EXPIRY_SECS
+upload_expiry_secs = 86400
+# Largest resumable upload, bytes (64 GiB). ARTSTORE_TUS_MAX_SIZE
+tus_max_size = 68719476736
+# Seconds an Idempotency-Key is remembered. ARTSTORE_IDEMPOTENCY_TTL_SECS
+idempotency_ttl_secs = 86400
+# Browser origins allowed (CORS), e.g. ["https://archive.example.org"]. ARTSTORE_CORS_ORIGINS
+cors_origins = []
+# Milliseconds between direct probes of each element. ARTSTORE_PROBE_INTERVAL_MS
+probe_interval_ms = 2000
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 "#;

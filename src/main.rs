@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => admin(cmd.run).await.map(|()| ExitCode::SUCCESS),
             Some(AdminAction::VerifyAudit(a)) => cli::admin_verify_audit(&a.data, a.public_key.as_deref()),
         },
+        Command::Ingester(args) => ingester(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
         Command::Config { action: ConfigAction::Example } => {
             print!("{}", cli::EXAMPLE_CONFIG);
@@ -133,6 +134,29 @@ async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
         Some(t) => element.run(artstore_shared::tls::TlsListener::new(listener, t)?, shutdown_signal()).await,
         None => element.run(listener, shutdown_signal()).await,
     }
+}
+
+async fn ingester(args: cli::IngesterArgs) -> anyhow::Result<()> {
+    let file = read_config(args.config.as_deref())?;
+    let cfg = args.merge(file.ingester);
+    telemetry::init(cfg.log_format, "info");
+    let jwks = cfg.jwks.clone().ok_or_else(|| {
+        anyhow::anyhow!("no key set: give --jwks PATH_OR_URL (or jwks in the config, or ARTSTORE_JWKS)")
+    })?;
+    let vc = VerifierConfig {
+        issuer: cfg.issuer.clone(),
+        audience: cfg.audience.clone(),
+        max_key_age: Duration::from_secs(cfg.jwks_max_age_secs.max(1)),
+        ..Default::default()
+    };
+    let verifier = Arc::new(TokenVerifier::new(JwksSource::parse(&jwks), vc, Arc::new(SystemClock)));
+    match verifier.load().await {
+        Ok(n) => tracing::info!(keys = n, source = %jwks, "loaded token signing keys"),
+        Err(e) => tracing::warn!(error = %e, "key set not loaded yet; will retry on first request"),
+    }
+    let listener = listen(&cfg.listen).await?;
+    let server = artstore_ingester::server::IngesterServer::build(cfg, verifier).await?;
+    server.run(listener, shutdown_signal()).await
 }
 
 /// The folders of a standalone installation.

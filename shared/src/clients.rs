@@ -112,3 +112,146 @@ impl AdminClient {
         send_json(self.http.post(&url).bearer_auth(token), &url).await
     }
 }
+
+/// Writes the element's upload form (`multipart/form-data`) piece by piece, so a file can
+/// stream through between the text fields.
+#[derive(Debug, Clone)]
+pub struct MultipartWriter {
+    boundary: String,
+}
+
+impl Default for MultipartWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MultipartWriter {
+    /// A writer with a fresh random boundary.
+    pub fn new() -> Self {
+        Self { boundary: format!("artstore-{}", uuid::Uuid::new_v4().simple()) }
+    }
+
+    /// The `Content-Type` of the body.
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    /// One text field, whole.
+    pub fn text(&self, name: &str, value: &str) -> bytes::Bytes {
+        format!("--{}\r\ncontent-disposition: form-data; name=\"{}\"\r\n\r\n{value}\r\n", self.boundary, quote(name))
+            .into()
+    }
+
+    /// The head of the file part; the content follows, then [`MultipartWriter::file_end`].
+    pub fn file_head(&self, filename: &str, content_type: &str, sha256_hex: Option<&str>) -> bytes::Bytes {
+        let digest = sha256_hex
+            .and_then(hex_to_bytes)
+            .map(|raw| {
+                use base64::Engine as _;
+                format!("content-digest: sha-256=:{}:\r\n", base64::engine::general_purpose::STANDARD.encode(raw))
+            })
+            .unwrap_or_default();
+        format!(
+            "--{}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{}\"\r\ncontent-type: {content_type}\r\n{digest}\r\n",
+            self.boundary,
+            quote(filename)
+        )
+        .into()
+    }
+
+    /// Ends the file part.
+    pub fn file_end(&self) -> bytes::Bytes {
+        bytes::Bytes::from_static(b"\r\n")
+    }
+
+    /// Ends the body.
+    pub fn close(&self) -> bytes::Bytes {
+        format!("--{}--\r\n", self.boundary).into()
+    }
+}
+
+/// A header parameter value: quotes and line breaks percent-encoded, as browsers do.
+fn quote(s: &str) -> String {
+    s.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn hex_to_bytes(h: &str) -> Option<Vec<u8>> {
+    h.len()
+        .is_multiple_of(2)
+        .then(|| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok()).collect())
+        .flatten()
+}
+
+/// How an element answered a forwarded request: status, content type and body.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+impl ElementClient {
+    /// `POST {base}/api/v1/files` with a prepared multipart body, on behalf of the caller
+    /// whose token is passed through. An answer with an error status is not an error here:
+    /// the caller decides (retry elsewhere, or pass the problem on).
+    pub async fn create(
+        &self,
+        base: &str,
+        token: &str,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> Result<Forwarded, ClientError> {
+        let url = format!("{}/api/v1/files", base.trim_end_matches('/'));
+        let rb = self.http.post(&url).bearer_auth(token).header("content-type", content_type).body(body);
+        self.forward_send(rb, &url).await
+    }
+
+    /// `GET {base}/api/v1/documents/{id}/versions`: the version numbers held there (empty
+    /// when the element has none).
+    pub async fn version_numbers(
+        &self,
+        base: &str,
+        token: &str,
+        document: uuid::Uuid,
+    ) -> Result<Vec<u32>, ClientError> {
+        let url = format!("{}/api/v1/documents/{document}/versions", base.trim_end_matches('/'));
+        match send_json::<serde_json::Value>(self.http.get(&url).bearer_auth(token), &url).await {
+            Ok(v) => Ok(v["versions"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s["version"].as_u64()).map(|n| n as u32).collect())
+                .unwrap_or_default()),
+            Err(ClientError::Refused { status: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends any request to an element and reads its whole answer (small JSON bodies).
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: reqwest::header::HeaderMap,
+        body: bytes::Bytes,
+    ) -> Result<Forwarded, ClientError> {
+        self.forward_send(self.http.request(method, url).headers(headers).body(body), url).await
+    }
+
+    async fn forward_send(&self, rb: reqwest::RequestBuilder, url: &str) -> Result<Forwarded, ClientError> {
+        let resp =
+            rb.send().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body =
+            resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        Ok(Forwarded { status, content_type, body })
+    }
+}
+
+impl AdminClient {
+    /// `GET /api/v1/retention-policies/{name}` with the caller's token.
+    pub async fn policy(&self, token: &str, name: &str) -> Result<PolicyView, ClientError> {
+        let url = format!("{}/api/v1/retention-policies/{name}", self.base);
+        send_json(self.http.get(&url).bearer_auth(token), &url).await
+    }
+}

@@ -35,6 +35,9 @@ pub enum ErrorCode {
     TooManyRequests,
     /// A dependency is down, a drain timed out, or quorum is lost; retry later.
     Unavailable,
+    /// Another service failed while working on the request (e.g. an element died during
+    /// an upload that passed through); nothing was done, retry.
+    BadGateway,
     /// A bug or an I/O failure on our side.
     Internal,
 }
@@ -55,6 +58,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +78,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::TooManyRequests => "too-many-requests",
             Self::Unavailable => "unavailable",
+            Self::BadGateway => "bad-gateway",
             Self::Internal => "internal",
         }
     }

@@ -103,10 +103,20 @@ pub enum Check {
     NotReady(String),
 }
 
-#[derive(Debug)]
+/// Computes a live fact a service shows on `/health/ready` (e.g. an element's mode and
+/// free space, which discovery probes read).
+pub type InfoFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 struct HealthInner {
     checks: Mutex<BTreeMap<String, Check>>,
+    info: Mutex<BTreeMap<String, InfoFn>>,
     metrics: Metrics,
+}
+
+impl std::fmt::Debug for HealthInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthInner").field("checks", &self.checks).finish_non_exhaustive()
+    }
 }
 
 impl Default for Health {
@@ -118,7 +128,13 @@ impl Default for Health {
 impl Health {
     /// Ready until a component says otherwise.
     pub fn new() -> Self {
-        Self { inner: Arc::new(HealthInner { checks: Mutex::new(BTreeMap::new()), metrics: Metrics::new() }) }
+        Self {
+            inner: Arc::new(HealthInner {
+                checks: Mutex::new(BTreeMap::new()),
+                info: Mutex::new(BTreeMap::new()),
+                metrics: Metrics::new(),
+            }),
+        }
     }
 
     fn set(&self, component: &str, c: Check) {
@@ -138,6 +154,11 @@ impl Health {
     /// Marks a component not ready, with the reason shown on `/health/ready`.
     pub fn set_not_ready(&self, component: &str, reason: impl Into<String>) {
         self.set(component, Check::NotReady(reason.into()));
+    }
+
+    /// Shows `f()` under `key` on `/health/ready`, computed at each request.
+    pub fn set_info(&self, key: &str, f: InfoFn) {
+        self.inner.info.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), f);
     }
 
     /// Whether every component is ready (degraded counts as ready).
@@ -164,7 +185,9 @@ async fn ready(State(h): State<Health>) -> Response {
     let checks = h.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let ready = checks.values().all(|c| !matches!(c, Check::NotReady(_)));
     let degraded = checks.values().any(|c| matches!(c, Check::Degraded(_)));
-    let body = serde_json::json!({
+    let info: Vec<(String, InfoFn)> =
+        h.inner.info.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, f)| (k.clone(), f.clone())).collect();
+    let mut body = serde_json::json!({
         "status": if !ready { "not_ready" } else if degraded { "degraded" } else { "ready" },
         "checks": checks.iter().map(|(k, v)| (k.clone(), match v {
             Check::Ready => serde_json::json!({"status": "ready"}),
@@ -172,6 +195,9 @@ async fn ready(State(h): State<Health>) -> Response {
             Check::NotReady(r) => serde_json::json!({"status": "not_ready", "reason": r}),
         })).collect::<serde_json::Map<_, _>>(),
     });
+    for (k, f) in info {
+        body[k] = f();
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod retention;
 pub mod telemetry;
 pub mod tls;
+pub mod upload;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, ErrorCode};

@@ -199,6 +199,11 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
                 }
             }
             "document_id" => new.document_id = Some(parse_id(text_field(field, &name).await?.trim(), "document_id")?),
+            "after_version" => {
+                let t = text_field(field, &name).await?;
+                new.after_version =
+                    Some(t.trim().parse().map_err(|_| bad(format!("after_version {t:?} is not a version number")))?);
+            }
             "retention_mode" => {
                 mode = Some(match text_field(field, &name).await?.trim() {
                     "compliance" => RetentionMode::Compliance,
@@ -240,6 +245,9 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
         }
     }
     let staged = staged.ok_or_else(|| bad("the multipart body has no \"file\" part"))?;
+    if new.after_version.is_some() && new.document_id.is_none() {
+        return Err(bad("after_version is only meaningful with document_id"));
+    }
     if let Some(expected) = part_digest
         && expected != staged.sha256
     {

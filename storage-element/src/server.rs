@@ -67,6 +67,21 @@ impl Element {
         };
         let (store, _report) = Store::open(store_cfg, cache, clock).await?;
         health.set_ready("store");
+        // Discovery probes read the element's mode and free space here (no token needed).
+        let info_store = store.clone();
+        let info_id = cfg.element_id.clone();
+        health.set_info(
+            "element",
+            Arc::new(move || {
+                let root = info_store.root();
+                serde_json::json!({
+                    "id": info_id,
+                    "mode": info_store.mode().as_str(),
+                    "free_bytes": fs4::available_space(root).ok(),
+                    "total_bytes": fs4::total_space(root).ok(),
+                })
+            }),
+        );
         let applier =
             store.cache().is_persistent().then(|| tokio::spawn(crate::applier::run(store.clone(), health.clone())));
         let policies = cfg

@@ -72,6 +72,10 @@ pub struct NewFile {
     pub metadata: Map<String, Value>,
     /// Makes the upload a new version of this document.
     pub document_id: Option<Uuid>,
+    /// With `document_id`: versions up to this number exist on other elements (the
+    /// ingester asks them all), so this one is numbered after them too. The document may
+    /// then have no version here yet.
+    pub after_version: Option<u32>,
     pub retention: Retention,
 }
 
@@ -576,6 +580,7 @@ impl Store {
                     .iter()
                     .map(|v| v.sidecar.version)
                     .chain(self.sync.skipped_version(doc))
+                    .chain(new.after_version)
                     .max()
                     .ok_or(StoreError::DocumentNotFound(doc))?;
                 (doc, last + 1, Some(lock))

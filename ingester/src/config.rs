@@ -1,0 +1,74 @@
+//! The ingester's settings (TOML `[ingester]`, `ARTSTORE_*` variables, flags).
+
+use artstore_shared::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Settings of `artstore ingester`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngesterConfig {
+    /// Upload sessions, idempotency keys, location hints and the last-known registry.
+    pub data: Option<PathBuf>,
+    /// Address to listen on.
+    pub listen: String,
+    /// Token-signing public keys: a JWKS file or the admin's URL.
+    pub jwks: Option<String>,
+    /// The admin cluster, to read retention policies for placement.
+    pub admin_url: Option<String>,
+    /// Redis: the registry the admin publishes and the elements' heartbeats.
+    pub redis: Option<String>,
+    /// A fixed element list `ID=URL,ID=URL` (used when no Redis is given).
+    pub elements: Option<String>,
+    /// Expected token issuer.
+    pub issuer: String,
+    /// Expected token audience.
+    pub audience: String,
+    /// Seconds a fetched key set is trusted before it is read again.
+    pub jwks_max_age_secs: u64,
+    /// Documents meant to be disposed of before this term are temporary: they go to `edit`
+    /// elements when any are writable.
+    pub temporary_horizon: String,
+    /// Free space an element needs for an upload of unknown size.
+    pub unknown_size_reserve_bytes: u64,
+    /// A multipart file up to this size is read whole before it is sent, so a refusing
+    /// element can be retried; larger files stream through.
+    pub replay_buffer_bytes: u64,
+    /// Seconds a resumable upload may stay unfinished before it and its bytes are swept.
+    pub upload_expiry_secs: u64,
+    /// Largest resumable upload, bytes.
+    pub tus_max_size: u64,
+    /// Seconds an idempotency key is remembered.
+    pub idempotency_ttl_secs: u64,
+    /// Origins allowed to call from a browser (CORS), e.g. `https://archive.example.org`.
+    pub cors_origins: Vec<String>,
+    /// Milliseconds between direct probes of each element.
+    pub probe_interval_ms: u64,
+    /// Log format: pretty or json.
+    pub log_format: LogFormat,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        Self {
+            data: None,
+            listen: "127.0.0.1:8082".to_owned(),
+            jwks: None,
+            admin_url: None,
+            redis: None,
+            elements: None,
+            issuer: "artstore".to_owned(),
+            audience: "artstore".to_owned(),
+            jwks_max_age_secs: 300,
+            temporary_horizon: "P1Y".to_owned(),
+            unknown_size_reserve_bytes: 1 << 30,
+            replay_buffer_bytes: 8 << 20,
+            upload_expiry_secs: 86_400,
+            tus_max_size: 64 << 30,
+            idempotency_ttl_secs: 86_400,
+            cors_origins: Vec::new(),
+            probe_interval_ms: 2_000,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Reading a client's multipart upload: the text fields (checked as the element checks
+//! them), the file part, and the digests a client may send to prove an intact upload.
+
+use artstore_shared::ApiError;
+use artstore_shared::ErrorCode;
+use base64::Engine as _;
+use http::HeaderValue;
+
+/// A 400 with the `bad-request` type.
+pub fn bad(detail: impl Into<String>) -> ApiError {
+    ApiError::typed(ErrorCode::BadRequest, "bad-request", detail)
+}
+
+/// Parses an RFC 9530 `Content-Digest` value; the sha-256 as hex if it names one (other
+/// algorithms are ignored, as the RFC allows).
+pub fn sha256_from_digest_header(v: &HeaderValue) -> Result<Option<String>, ApiError> {
+    let s = v.to_str().map_err(|_| bad("Content-Digest is not ASCII"))?;
+    for item in s.split(',') {
+        let Some((alg, val)) = item.trim().split_once('=') else { continue };
+        if alg.trim().eq_ignore_ascii_case("sha-256") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(val.trim().trim_matches(':'))
+                .map_err(|_| bad("Content-Digest sha-256 is not base64 between colons (sha-256=:…:)"))?;
+            if raw.len() != 32 {
+                return Err(bad("Content-Digest sha-256 must be 32 bytes"));
+            }
+            return Ok(Some(hex(&raw)));
+        }
+    }
+    Ok(None)
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The 400 for content that does not match the digest the client sent.
+pub fn digest_mismatch(expected: &str, actual: &str) -> ApiError {
+    ApiError::typed(
+        ErrorCode::BadRequest,
+        "digest-mismatch",
+        format!("the content's sha-256 is {actual}, the client said {expected}; nothing was stored"),
+    )
+}
+
+/// Largest text field.
+pub const MAX_FIELD_BYTES: usize = 1 << 20;
+
+/// Reads one text field whole.
+pub async fn text_field(mut field: multer::Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_FIELD_BYTES {
+            return Err(bad(format!("part {name:?} is larger than {MAX_FIELD_BYTES} bytes")));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| bad(format!("part {name:?} is not UTF-8")))
+}

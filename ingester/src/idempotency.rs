@@ -1,0 +1,102 @@
+//! `Idempotency-Key`: the first answer to a (caller, key) pair is kept on disk for a day
+//! and given again to every retry, so a retried upload stores nothing twice. A retry that
+//! arrives while the first request still runs waits for its answer.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A kept answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The keys of one ingester.
+#[derive(Debug)]
+pub struct IdempotencyKeys {
+    dir: PathBuf,
+    ttl: Duration,
+    running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while the first request with a key runs.
+#[derive(Debug)]
+pub struct KeyGuard {
+    pub slot: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl IdempotencyKeys {
+    pub fn open(dir: &Path, ttl: Duration) -> std::io::Result<Self> {
+        let dir = dir.join("idempotency");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir, ttl, running: Mutex::new(HashMap::new()) })
+    }
+
+    /// The file name of a (caller, route, key): a digest, so keys of any shape are safe.
+    fn slot(caller: &str, route: &str, key: &str) -> String {
+        let d = ring::digest::digest(&ring::digest::SHA256, format!("{caller}\0{route}\0{key}").as_bytes());
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Waits for any earlier request with the same key, then answers its kept answer, or
+    /// a guard under which this request runs (and then keeps its answer).
+    pub async fn begin(&self, caller: &str, route: &str, key: &str) -> Result<KeptAnswer, KeyGuard> {
+        let slot = Self::slot(caller, route, key);
+        let lock = self.running.lock().unwrap_or_else(|e| e.into_inner()).entry(slot.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        if let Some(kept) = self.read(&slot) {
+            return Ok(kept);
+        }
+        Err(KeyGuard { slot, _guard: guard })
+    }
+
+    fn read(&self, slot: &str) -> Option<KeptAnswer> {
+        let bytes = std::fs::read(self.dir.join(format!("{slot}.json"))).ok()?;
+        let kept: KeptAnswer = serde_json::from_slice(&bytes).ok()?;
+        let age = chrono::Utc::now() - kept.created_at;
+        (age.to_std().unwrap_or_default() < self.ttl).then_some(kept)
+    }
+
+    /// Keeps the answer of the request holding `guard` (only success and client errors are
+    /// kept: a 5xx may be retried for real).
+    pub fn keep(&self, guard: KeyGuard, answer: KeptAnswer) {
+        if answer.status < 500 {
+            let path = self.dir.join(format!("{}.json", guard.slot));
+            let tmp = self.dir.join(format!(".{}.tmp", guard.slot));
+            let write = || -> std::io::Result<()> {
+                std::fs::write(&tmp, serde_json::to_vec(&answer).map_err(std::io::Error::other)?)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            };
+            if let Err(e) = write() {
+                tracing::warn!(error = %e, "idempotency key not kept");
+            }
+        }
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&guard.slot);
+    }
+
+    /// Removes kept answers older than the time to live; answers how many.
+    pub fn sweep(&self) -> usize {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut n = 0;
+        for entry in rd.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > self.ttl);
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+}

@@ -1,0 +1,147 @@
+//! Running an ingester: the linear start-up (config → data folder → discovery → sessions →
+//! routes → workers → serve) and an orderly shutdown.
+
+use crate::api::{self, AppState};
+use crate::config::IngesterConfig;
+use crate::store::Ingester;
+use artstore_shared::auth::{Auth, TokenVerifier};
+use artstore_shared::discovery::{
+    Discovery, DiscoveryStatus, LastKnownDiscovery, ProbeConfig, RedisDiscovery, StaticDiscovery, parse_element_list,
+};
+use artstore_shared::health::Health;
+use axum::http::{HeaderName, HeaderValue, Method};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An ingester ready to serve.
+pub struct IngesterServer {
+    pub ingester: Arc<Ingester>,
+    pub router: axum::Router,
+    pub health: Health,
+}
+
+impl std::fmt::Debug for IngesterServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngesterServer").finish_non_exhaustive()
+    }
+}
+
+/// The discovery source the settings name: Redis (with the last-known file), else the
+/// static list, else the last-known file alone.
+pub fn discovery_of(cfg: &IngesterConfig, data: &std::path::Path) -> anyhow::Result<Arc<dyn Discovery>> {
+    let probe = ProbeConfig { interval: Duration::from_millis(cfg.probe_interval_ms.max(100)), ..Default::default() };
+    let last_known = data.join("registry.json");
+    Ok(match (&cfg.redis, &cfg.elements) {
+        (Some(url), _) => {
+            if cfg.elements.is_some() {
+                tracing::warn!("both redis and elements given; the registry in redis is used");
+            }
+            Arc::new(RedisDiscovery::start(url, &last_known, probe).map_err(anyhow::Error::msg)?)
+        }
+        (None, Some(list)) => {
+            Arc::new(StaticDiscovery::start(parse_element_list(list).map_err(anyhow::Error::msg)?, probe))
+        }
+        (None, None) => {
+            tracing::warn!(file = %last_known.display(), "no --redis and no --elements: serving the last-known registry");
+            Arc::new(LastKnownDiscovery::open(&last_known, probe).map_err(anyhow::Error::msg)?)
+        }
+    })
+}
+
+/// CORS for browsers on the allow-list: preflights are answered here, other requests get
+/// the allow and expose headers. Requests without an `Origin` (every non-browser client,
+/// and tus's own `OPTIONS`) pass untouched.
+#[derive(Clone, Debug)]
+pub struct Cors {
+    origins: Arc<Vec<String>>,
+}
+
+const CORS_METHODS: &str = "GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS";
+const CORS_ALLOW_HEADERS: &str = "authorization, content-type, content-digest, idempotency-key, tus-resumable, upload-length, upload-offset, upload-metadata, upload-checksum, upload-defer-length, upload-concat, x-http-method-override, x-request-id";
+const CORS_EXPOSE_HEADERS: &str = "location, tus-resumable, tus-version, tus-extension, tus-max-size, tus-checksum-algorithm, upload-offset, upload-length, upload-expires, upload-metadata, artstore-file-id, artstore-element-id, idempotent-replayed, x-request-id";
+
+async fn cors_mw(
+    axum::extract::State(cors): axum::extract::State<Cors>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(origin) = origin.filter(|o| cors.origins.iter().any(|a| a == o)) else {
+        return next.run(req).await;
+    };
+    let allow = HeaderValue::from_str(&origin).unwrap_or_else(|_| HeaderValue::from_static("null"));
+    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key("access-control-request-method");
+    let mut resp = if preflight {
+        let mut r = axum::response::Response::new(axum::body::Body::empty());
+        *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert("access-control-allow-methods", HeaderValue::from_static(CORS_METHODS));
+        h.insert("access-control-allow-headers", HeaderValue::from_static(CORS_ALLOW_HEADERS));
+        h.insert("access-control-max-age", HeaderValue::from_static("600"));
+        r
+    } else {
+        let mut r = next.run(req).await;
+        r.headers_mut().insert("access-control-expose-headers", HeaderValue::from_static(CORS_EXPOSE_HEADERS));
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert("access-control-allow-origin", allow);
+    h.append(HeaderName::from_static("vary"), HeaderValue::from_static("origin"));
+    resp
+}
+
+impl IngesterServer {
+    /// Opens the data folder, starts discovery and builds the routes.
+    pub async fn build(cfg: IngesterConfig, verifier: Arc<TokenVerifier>) -> anyhow::Result<Self> {
+        let data = cfg.data.clone().ok_or_else(|| {
+            anyhow::anyhow!("no data folder: give --data DIR (or data in the config, or ARTSTORE_DATA)")
+        })?;
+        std::fs::create_dir_all(&data).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+        let health = Health::new();
+        let discovery = discovery_of(&cfg, &data)?;
+        let cors = Cors { origins: Arc::new(cfg.cors_origins.clone()) };
+        let ingester = Arc::new(Ingester::new(cfg, data, discovery, health.clone())?);
+        let router = artstore_shared::telemetry::instrument(
+            api::router(AppState { ingester: ingester.clone(), auth: Auth(verifier) }),
+            health.clone(),
+        )
+        .layer(axum::middleware::from_fn_with_state(cors, cors_mw));
+        Ok(Self { ingester, router, health })
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run<L>(self, listener: L, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
+    where
+        L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    {
+        let watcher = tokio::spawn(watch_discovery(self.ingester.clone(), self.health.clone()));
+        let sweeper = crate::tus::spawn_sweeper(self.ingester.clone(), Duration::from_secs(60));
+        tracing::info!(addr = %listener.local_addr()?, data = %self.ingester.data.display(), "ingester serving");
+        let health = self.health.clone();
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                health.set_not_ready("ingester", "shutting down");
+                tracing::info!("shutting down: finishing requests");
+            })
+            .await?;
+        watcher.abort();
+        sweeper.abort();
+        tracing::info!("ingester stopped");
+        Ok(())
+    }
+}
+
+/// Shows discovery on `/health/ready`: ready, or degraded with the reason.
+async fn watch_discovery(ing: Arc<Ingester>, health: Health) {
+    loop {
+        match ing.discovery.status() {
+            DiscoveryStatus::Ready => health.set_ready("discovery"),
+            DiscoveryStatus::Degraded(r) => health.set_degraded("discovery", r),
+        }
+        let up = ing.discovery.elements().iter().filter(|e| e.up).count();
+        health.set_info("elements_up", Arc::new(move || serde_json::json!(up)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

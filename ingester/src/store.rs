@@ -1,0 +1,398 @@
+//! The ingester's engine: choosing elements, numbering versions across them, and storing
+//! a document on the first element that takes it.
+
+use crate::config::IngesterConfig;
+use crate::idempotency::IdempotencyKeys;
+use crate::locations::LocationHints;
+use crate::placement::{self, Class, RetentionAsked};
+use artstore_shared::clients::{AdminClient, ClientError, ElementClient, Forwarded, MultipartWriter, PolicyView};
+use artstore_shared::discovery::{Discovery, ElementView};
+use artstore_shared::health::Health;
+use artstore_shared::upload::UploadFields;
+use artstore_shared::{ApiError, ErrorCode};
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::StreamExt as _;
+use prometheus_client::metrics::counter::Counter;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Where the content of a document to store comes from; both can be sent again, so a
+/// refusing element is followed by the next candidate.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// Read whole (small multipart uploads).
+    Memory(Bytes),
+    /// A finished resumable upload in the ingester's data folder.
+    Disk(PathBuf),
+}
+
+/// The file part: its name, type and (if the client gave one) expected SHA-256.
+#[derive(Debug, Clone, Default)]
+pub struct FileHead {
+    pub filename: String,
+    pub content_type: String,
+    pub sha256: Option<String>,
+}
+
+/// What storing answered.
+#[derive(Debug)]
+pub enum Outcome {
+    /// 201: the element's sidecar, with `element_id` added.
+    Stored { element_id: String, file_id: Uuid, sidecar: Value },
+    /// The element refused in a way retrying elsewhere cannot mend (a bad field, a
+    /// permission): its answer goes to the client as it is.
+    Refused { element_id: String, answer: Forwarded },
+}
+
+/// Counters an operator watches.
+#[derive(Debug)]
+pub struct IngestMetrics {
+    pub placements: Counter,
+    pub retries: Counter,
+    pub bytes: Counter,
+    pub tus_sessions: Counter,
+}
+
+/// The ingester's shared state.
+#[derive(Debug)]
+pub struct Ingester {
+    pub cfg: IngesterConfig,
+    pub data: PathBuf,
+    pub discovery: Arc<dyn Discovery>,
+    pub elements: ElementClient,
+    pub admin: Option<AdminClient>,
+    pub hints: LocationHints,
+    pub keys: IdempotencyKeys,
+    pub sessions: crate::tus::Sessions,
+    pub health: Health,
+    pub metrics: IngestMetrics,
+    http: reqwest::Client,
+    horizon: artstore_shared::retention::Term,
+    policies: Mutex<HashMap<String, (Instant, PolicyView)>>,
+    documents: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Is this element answer worth trying the next candidate for? Refusals that come before
+/// anything is stored: the mode (changed under us), no room, unavailable, a failure.
+fn retryable(status: u16, body: &[u8]) -> bool {
+    if status >= 500 {
+        return true;
+    }
+    status == 409
+        && serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v["type"].as_str().map(|t| t.ends_with("/mode-refused")))
+            .unwrap_or(false)
+}
+
+impl Ingester {
+    pub fn new(
+        cfg: IngesterConfig,
+        data: PathBuf,
+        discovery: Arc<dyn Discovery>,
+        health: Health,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&data)?;
+        let horizon = artstore_shared::retention::Term::parse(&cfg.temporary_horizon)
+            .map_err(|e| anyhow::anyhow!("temporary_horizon {:?}: {e}", cfg.temporary_horizon))?;
+        // No overall timeout: a 10 GiB upload takes as long as it takes; a silent peer
+        // is noticed by the read timeout.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .read_timeout(Duration::from_secs(120))
+            .build()?;
+        let m = health.metrics();
+        let metrics = IngestMetrics {
+            placements: m.counter("ingester_placements", "uploads placed on an element"),
+            retries: m.counter("ingester_placement_retries", "candidates skipped because they refused or failed"),
+            bytes: m.counter("ingester_upload_bytes", "content bytes stored through the ingester"),
+            tus_sessions: m.counter("ingester_tus_sessions_created", "resumable upload sessions created"),
+        };
+        Ok(Self {
+            hints: LocationHints::open(&data)?,
+            keys: IdempotencyKeys::open(&data, Duration::from_secs(cfg.idempotency_ttl_secs))?,
+            sessions: crate::tus::Sessions::open(&data)?,
+            admin: cfg.admin_url.as_deref().map(AdminClient::new),
+            elements: ElementClient::with_client(http.clone()),
+            http,
+            horizon,
+            cfg,
+            data,
+            discovery,
+            health,
+            metrics,
+            policies: Mutex::new(HashMap::new()),
+            documents: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The HTTP client for elements.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A retention policy, from the admin with the caller's token (kept for a minute).
+    async fn policy(&self, token: &str, name: &str) -> Option<PolicyView> {
+        if let Some((at, p)) = self.policies.lock().unwrap_or_else(|e| e.into_inner()).get(name)
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Some(p.clone());
+        }
+        let admin = self.admin.as_ref()?;
+        match admin.policy(token, name).await {
+            Ok(p) => {
+                self.policies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_owned(), (Instant::now(), p.clone()));
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, policy = name, "policy not read; placing as permanent");
+                None
+            }
+        }
+    }
+
+    /// Temporary or permanent.
+    pub async fn class_of(&self, token: &str, fields: &UploadFields) -> Class {
+        let now = Utc::now();
+        let mut asked = RetentionAsked {
+            any: fields.policy().is_some() || fields.explicit_retention(),
+            until: fields.retain_until(),
+            dispose: fields.disposes(),
+        };
+        if let Some(name) = fields.policy() {
+            match self.policy(token, name).await {
+                Some(p) => {
+                    asked.dispose = p.disposition == "dispose";
+                    asked.until = artstore_shared::retention::Term::parse(&p.term).ok().and_then(|t| t.add_to(now));
+                }
+                None => asked.until = None,
+            }
+        }
+        let horizon_end = self.horizon.add_to(now).unwrap_or(now);
+        placement::classify(&asked, horizon_end)
+    }
+
+    /// The candidates for an upload of `need` bytes, in order; none is a 503 that says why.
+    pub fn candidates(&self, class: Class, need: u64) -> Result<Vec<ElementView>, ApiError> {
+        let views = self.discovery.elements();
+        let c = placement::candidates(&views, class, need);
+        if c.is_empty() {
+            let known: Vec<String> = views
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} ({}, {}, {} bytes free)",
+                        e.id,
+                        e.mode,
+                        if e.up { "up" } else { "down" },
+                        e.free_bytes.map(|b| b.to_string()).unwrap_or_else(|| "?".into())
+                    )
+                })
+                .collect();
+            return Err(ApiError::typed(
+                ErrorCode::Unavailable,
+                "no-writable-element",
+                format!(
+                    "no storage element can take {need} bytes now: none is up, writable (edit or rw) and has room; known: {}",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Serialises versions of one document through this ingester.
+    pub async fn lock_document(&self, doc: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.documents.lock().unwrap_or_else(|e| e.into_inner()).entry(doc).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    /// The newest version of `doc` on any element (asked in parallel); every element must
+    /// answer, since one that is down may hold the newest.
+    pub async fn newest_version(&self, token: &str, doc: Uuid) -> Result<u32, ApiError> {
+        let views = self.discovery.elements();
+        let asks = views.iter().map(|e| async move { (e, self.elements.version_numbers(&e.url, token, doc).await) });
+        let mut newest = None;
+        for (e, r) in futures_util::future::join_all(asks).await {
+            match r {
+                Ok(v) => newest = newest.max(v.into_iter().max()),
+                Err(ClientError::Refused { status: 401 | 403, detail, .. }) => {
+                    return Err(ApiError::forbidden(detail));
+                }
+                Err(err) => {
+                    return Err(ApiError::typed(
+                        ErrorCode::Unavailable,
+                        "element-unreachable",
+                        format!("cannot number a new version of {doc}: element {} did not answer ({err}); retry when it is back", e.id),
+                    )
+                    .with("element_id", e.id.clone()));
+                }
+            }
+        }
+        newest.ok_or_else(|| ApiError::not_found(format!("document {doc} has no version on any storage element")))
+    }
+
+    /// Stores a document on the first candidate that takes it.
+    pub async fn store(
+        &self,
+        token: &str,
+        fields: &UploadFields,
+        head: &FileHead,
+        content: &Content,
+        size: u64,
+    ) -> Result<Outcome, ApiError> {
+        let class = self.class_of(token, fields).await;
+        let _doc_lock = match fields.document_id() {
+            Some(d) => Some(self.lock_document(d).await),
+            None => None,
+        };
+        let after = match fields.document_id() {
+            Some(d) => Some(self.newest_version(token, d).await?),
+            None => None,
+        };
+        let candidates = self.candidates(class, size)?;
+        let mut last_error = String::new();
+        for (i, e) in candidates.iter().enumerate() {
+            if i > 0 {
+                self.metrics.retries.inc();
+            }
+            let w = MultipartWriter::new();
+            let body = body_of(&w, fields, after, head, content).await?;
+            tracing::info!(element = %e.id, class = class.as_str(), size, attempt = i + 1, "placing upload");
+            match self.elements.create(&e.url, token, &w.content_type(), body).await {
+                Ok(f) if f.status == 201 => return Ok(self.stored(e, f, size)),
+                Ok(f) if retryable(f.status, &f.body) => {
+                    last_error = format!("{} answered {}: {}", e.id, f.status, String::from_utf8_lossy(&f.body));
+                    tracing::warn!(element = %e.id, status = f.status, "element refused the upload; trying the next");
+                }
+                Ok(f) => return Ok(Outcome::Refused { element_id: e.id.clone(), answer: f }),
+                Err(err) => {
+                    last_error = err.to_string();
+                    tracing::warn!(element = %e.id, error = %err, "element failed the upload; trying the next");
+                }
+            }
+        }
+        Err(ApiError::typed(
+            ErrorCode::Unavailable,
+            "no-writable-element",
+            format!("every candidate element refused or failed the upload; the last: {last_error}"),
+        ))
+    }
+
+    /// Records a stored document and shapes the answer.
+    pub fn stored(&self, e: &ElementView, f: Forwarded, size: u64) -> Outcome {
+        let mut sidecar: Value = serde_json::from_slice(&f.body).unwrap_or(Value::Null);
+        let file_id = sidecar["file_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_default();
+        sidecar["element_id"] = Value::String(e.id.clone());
+        self.hints.record(file_id, &e.id);
+        self.metrics.placements.inc();
+        self.metrics.bytes.inc_by(size);
+        tracing::info!(element = %e.id, %file_id, size, "stored");
+        Outcome::Stored { element_id: e.id.clone(), file_id, sidecar }
+    }
+
+    /// The element that holds `file_id`: the hint, checked, else every element asked.
+    pub async fn locate(&self, token: &str, file_id: Uuid) -> Result<ElementView, ApiError> {
+        let views = self.discovery.elements();
+        let ask = |e: ElementView| async move {
+            let url = format!("{}/api/v1/files/{file_id}", e.url);
+            let r = self.http.get(&url).bearer_auth(token).timeout(Duration::from_secs(10)).send().await;
+            (e, r.map(|r| r.status().as_u16()))
+        };
+        if let Some(id) = self.hints.get(file_id)
+            && let Some(e) = views.iter().find(|e| e.id == id)
+            && let (e, Ok(200)) = ask(e.clone()).await
+        {
+            return Ok(e);
+        }
+        let answers =
+            futures_util::stream::iter(views.into_iter().map(ask)).buffer_unordered(16).collect::<Vec<_>>().await;
+        let mut down = Vec::new();
+        for (e, r) in answers {
+            match r {
+                Ok(200) => {
+                    self.hints.record(file_id, &e.id);
+                    return Ok(e);
+                }
+                Ok(401) => return Err(ApiError::unauthenticated("the element refused the token")),
+                Ok(_) => {}
+                Err(_) => down.push(e.id),
+            }
+        }
+        if down.is_empty() {
+            Err(ApiError::not_found(format!("no storage element holds file {file_id}")))
+        } else {
+            Err(ApiError::typed(
+                ErrorCode::Unavailable,
+                "element-unreachable",
+                format!(
+                    "file {file_id} was not found on the elements that answered; {} did not answer",
+                    down.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// The multipart body for one attempt.
+pub async fn body_of(
+    w: &MultipartWriter,
+    fields: &UploadFields,
+    after: Option<u32>,
+    head: &FileHead,
+    content: &Content,
+) -> Result<reqwest::Body, ApiError> {
+    let mut prefix = Vec::new();
+    for (n, v) in &fields.0 {
+        prefix.extend_from_slice(&w.text(n, v));
+    }
+    if let Some(a) = after {
+        prefix.extend_from_slice(&w.text("after_version", &a.to_string()));
+    }
+    prefix.extend_from_slice(&w.file_head(&head.filename, &head.content_type, head.sha256.as_deref()));
+    let mut suffix = w.file_end().to_vec();
+    suffix.extend_from_slice(&w.close());
+    Ok(match content {
+        Content::Memory(b) => {
+            let mut all = prefix;
+            all.extend_from_slice(b);
+            all.extend_from_slice(&suffix);
+            reqwest::Body::from(all)
+        }
+        Content::Disk(path) => {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+            let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(prefix))])
+                .chain(tokio_util_reader(file))
+                .chain(futures_util::stream::iter([Ok(Bytes::from(suffix))]));
+            reqwest::Body::wrap_stream(stream)
+        }
+    })
+}
+
+/// A file as a stream of 256 KiB chunks.
+fn tokio_util_reader(file: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+    futures_util::stream::unfold(Some(file), |f| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut f = f?;
+        let mut buf = vec![0u8; 256 << 10];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(f)))
+            }
+            // The error ends the stream (and so the request).
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}

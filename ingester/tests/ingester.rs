@@ -1,0 +1,654 @@
+//! The ingester against real storage elements on loopback (in-process, real sockets):
+//! placement by class, a mode switch and a dead element mid-run, versions across elements,
+//! idempotency keys, digests and broken bodies that store nothing, streaming, forwarding of
+//! writes, tus (protocol, checksum, termination, expiry, restart), and discovery through a
+//! private Redis that is killed while uploads go on.
+
+use artstore_ingester::config::IngesterConfig;
+use artstore_ingester::server::IngesterServer;
+use artstore_shared::ManualClock;
+use artstore_shared::auth::{JWKS_FILE, JwksSource, LocalSigner, TokenVerifier, VerifierConfig};
+use artstore_storage_element::ElementMode;
+use artstore_storage_element::config::ElementConfig;
+use artstore_storage_element::server::Element;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct World {
+    dir: tempfile::TempDir,
+    signer: LocalSigner,
+    http: reqwest::Client,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = LocalSigner::load_or_create(&dir.path().join("keys")).unwrap();
+        World { dir, signer, http: reqwest::Client::new() }
+    }
+    fn jwks(&self) -> PathBuf {
+        self.dir.path().join("keys").join(JWKS_FILE)
+    }
+    fn token_for(&self, subject: &str, roles: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.signer
+            .issue(subject, &roles, Duration::from_secs(86400), chrono::Utc::now() - chrono::Duration::minutes(5))
+            .unwrap()
+    }
+    fn admin(&self) -> String {
+        self.token_for("alice", &["admin"])
+    }
+    fn verifier(&self) -> Arc<TokenVerifier> {
+        Arc::new(TokenVerifier::new(
+            JwksSource::File(self.jwks()),
+            VerifierConfig::default(),
+            Arc::new(ManualClock::new(chrono::Utc::now())),
+        ))
+    }
+
+    async fn element(&self, name: &str, mode: ElementMode) -> TestElement {
+        let root = self.dir.path().join(name);
+        let cfg = ElementConfig { data: Some(root.clone()), initial_mode: mode, ..Default::default() };
+        let element = Element::build(cfg, self.verifier(), Arc::new(artstore_shared::SystemClock)).await.unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = element
+                .run(l, async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        TestElement { name: name.to_owned(), url, root, stop: Some(tx), task: Some(task) }
+    }
+
+    async fn ingester(&self, data: &Path, tune: impl FnOnce(&mut IngesterConfig)) -> TestIngester {
+        let mut cfg = IngesterConfig { data: Some(data.to_owned()), probe_interval_ms: 100, ..Default::default() };
+        tune(&mut cfg);
+        let server = IngesterServer::build(cfg, self.verifier()).await.unwrap();
+        let ingester = server.ingester.clone();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(l, async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        TestIngester { url, ingester, stop: Some(tx), task: Some(task) }
+    }
+
+    async fn upload(
+        &self,
+        ing: &str,
+        token: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()).mime_str("text/plain").unwrap(),
+        );
+        self.http.post(format!("{ing}/api/v1/files")).bearer_auth(token).multipart(form).send().await.unwrap()
+    }
+
+    /// Every document the element lists.
+    async fn listed(&self, e: &TestElement) -> Vec<Value> {
+        let r =
+            self.http.get(format!("{}/api/v1/files?limit=1000", e.url)).bearer_auth(self.admin()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+struct TestElement {
+    name: String,
+    url: String,
+    root: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestElement {
+    async fn stop(&mut self) {
+        if let Some(t) = self.stop.take() {
+            let _ = t.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+    fn tmp_is_empty(&self) -> bool {
+        std::fs::read_dir(self.root.join("tmp")).map(|mut d| d.next().is_none()).unwrap_or(true)
+    }
+}
+
+struct TestIngester {
+    url: String,
+    ingester: Arc<artstore_ingester::store::Ingester>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestIngester {
+    async fn stop(&mut self) {
+        if let Some(t) = self.stop.take() {
+            let _ = t.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+    /// Waits until the ingester sees `n` elements up.
+    async fn wait_up(&self, n: usize) {
+        let d = self.ingester.discovery.clone();
+        eventually(&format!("{n} elements up"), 10, || d.elements().iter().filter(|e| e.up).count() == n).await;
+    }
+}
+
+async fn eventually<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn elements_arg(es: &[&TestElement]) -> String {
+    es.iter().map(|e| format!("{}={}", e.name, e.url)).collect::<Vec<_>>().join(",")
+}
+
+fn in_days(d: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(d)).to_rfc3339()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, b).as_ref().iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let s = r.status().as_u16();
+    let t = r.text().await.unwrap();
+    (s, serde_json::from_str(&t).unwrap_or_else(|_| json!({ "raw": t })))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placement_by_class_and_writes_forwarded() {
+    let w = World::new();
+    let edit = w.element("e", ElementMode::Edit).await;
+    let rw = w.element("r", ElementMode::Rw).await;
+    let idir = w.dir.path().join("ingester");
+    let ing = w.ingester(&idir, |c| c.elements = Some(elements_arg(&[&edit, &rw]))).await;
+    ing.wait_up(2).await;
+    let t = w.token_for("bob", &["writer"]);
+
+    let (s, temp) = json_of(w.upload(&ing.url, &t, "note.txt", b"temporary".to_vec(), &[]).await).await;
+    assert_eq!(s, 201, "{temp}");
+    assert_eq!(temp["element_id"], "e", "no retention: edit");
+    assert_eq!(temp["sha256"], sha256_hex(b"temporary"));
+    let fields = [("retention_mode", "compliance"), ("retain_until", &in_days(3650) as &str)];
+    let (s, perm) = json_of(w.upload(&ing.url, &t, "contract.txt", b"permanent".to_vec(), &fields).await).await;
+    assert_eq!(s, 201, "{perm}");
+    assert_eq!(perm["element_id"], "r", "ten years: rw");
+    let short = [("retention_mode", "governance"), ("retain_until", &in_days(30) as &str), ("disposition", "dispose")];
+    let (_, s30) = json_of(w.upload(&ing.url, &t, "tmp.txt", b"thirty days".to_vec(), &short).await).await;
+    assert_eq!(s30["element_id"], "e", "disposed of within the horizon: edit");
+    let review = [("retain_until", &in_days(30) as &str), ("disposition", "review")];
+    let (_, rev) = json_of(w.upload(&ing.url, &t, "r.txt", b"review".to_vec(), &review).await).await;
+    assert_eq!(rev["element_id"], "r", "reviewed at the end: permanent");
+    // The file part first and the fields after: the form is read whole before placing.
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(b"late fields".to_vec()).file_name("late.txt"))
+        .text("retention_mode", "compliance")
+        .text("retain_until", in_days(3650));
+    let r = w.http.post(format!("{}/api/v1/files", ing.url)).bearer_auth(&t).multipart(form).send().await.unwrap();
+    assert_eq!(json_of(r).await.1["element_id"], "r");
+
+    // Content is on the element that was named.
+    let id = perm["file_id"].as_str().unwrap();
+    let c = w.http.get(format!("{}/api/v1/files/{id}/content", rw.url)).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(c.bytes().await.unwrap().as_ref(), b"permanent");
+
+    // Writes on existing documents go through the ingester to the holding element.
+    let r = w
+        .http
+        .patch(format!("{}/api/v1/files/{id}", ing.url))
+        .bearer_auth(&t)
+        .json(&json!({"description": "signed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["artstore-element-id"], "r");
+    let r = w
+        .http
+        .put(format!("{}/api/v1/files/{id}/legal-hold", ing.url))
+        .bearer_auth(&t)
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sc: Value =
+        w.http.get(format!("{}/api/v1/files/{id}", rw.url)).bearer_auth(&t).send().await.unwrap().json().await.unwrap();
+    assert_eq!((sc["description"].as_str(), sc["retention"]["legal_hold"].as_bool()), (Some("signed"), Some(true)));
+    // Refusals come back as the element's problem.
+    let r = w.http.delete(format!("{}/api/v1/files/{id}", ing.url)).bearer_auth(&t).send().await.unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // A file the hint does not know is found by asking every element.
+    let tid = temp["file_id"].as_str().unwrap();
+    let fresh = w.ingester(&w.dir.path().join("ingester-2"), |c| c.elements = Some(elements_arg(&[&edit, &rw]))).await;
+    fresh.wait_up(2).await;
+    let r = w.http.delete(format!("{}/api/v1/files/{tid}", fresh.url)).bearer_auth(&t).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = w
+        .http
+        .patch(format!("{}/api/v1/files/{}", ing.url, uuid::Uuid::now_v7()))
+        .bearer_auth(&t)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // No token, no upload; a reader may not upload.
+    let r = w.http.post(format!("{}/api/v1/files", ing.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = w.upload(&ing.url, &w.token_for("rita", &["reader"]), "x.txt", b"x".to_vec(), &[]).await;
+    assert_eq!(r.status(), 403);
+    // A bad field is refused before anything is sent anywhere.
+    let r = w.upload(&ing.url, &t, "x.txt", b"x".to_vec(), &[("legal_hold", "maybe")]).await;
+    let (s, p) = json_of(r).await;
+    assert_eq!(s, 400);
+    assert!(p["detail"].as_str().unwrap().contains("legal_hold"), "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mode_switch_and_dead_element_mid_run() {
+    let w = World::new();
+    let a = w.element("a", ElementMode::Rw).await;
+    let mut b = w.element("b", ElementMode::Rw).await;
+    let c = w.element("c", ElementMode::Rw).await;
+    let ing = w.ingester(&w.dir.path().join("ing"), |cfg| cfg.elements = Some(elements_arg(&[&a, &b, &c]))).await;
+    ing.wait_up(3).await;
+    let t = w.token_for("bob", &["writer"]);
+    let perm = [("retention_mode", "compliance"), ("retain_until", &in_days(3650) as &str)];
+    let perm: Vec<(String, String)> = perm.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    // 6 clients upload continuously; meanwhile a goes to ro and then b dies.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let (http, url, t, stop, perm) = (w.http.clone(), ing.url.clone(), t.clone(), stop.clone(), perm.clone());
+        clients.push(tokio::spawn(async move {
+            let mut placed = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut form = reqwest::multipart::Form::new();
+                for (k, v) in &perm {
+                    form = form.text(k.clone(), v.clone());
+                }
+                let body = format!("client {i} doc {n}").into_bytes();
+                form = form.part("file", reqwest::multipart::Part::bytes(body).file_name("d.txt"));
+                let r = http.post(format!("{url}/api/v1/files")).bearer_auth(&t).multipart(form).send().await.unwrap();
+                let s = r.status().as_u16();
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(s, 201, "upload failed mid-run: {v}");
+                placed.push((Instant::now(), v["element_id"].as_str().unwrap().to_owned()));
+                n += 1;
+            }
+            placed
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = w
+        .http
+        .post(format!("{}/api/v1/element/mode", a.url))
+        .bearer_auth(w.admin())
+        .json(&json!({"mode": "ro"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let switched = Instant::now();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    b.stop().await;
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for c in clients {
+        all.extend(c.await.unwrap());
+    }
+    assert!(all.len() > 30, "only {} uploads", all.len());
+    // Once the switch is known (one probe later), nothing more lands on a; after b died
+    // (one probe later), nothing more lands on b; none failed (asserted in the clients).
+    let grace = Duration::from_millis(300);
+    let late_a = all.iter().filter(|(at, e)| e == "a" && *at > switched + grace).count();
+    let late_b = all.iter().filter(|(at, e)| e == "b" && *at > killed + grace).count();
+    assert_eq!((late_a, late_b), (0, 0), "uploads landed on a after ro or on b after it died");
+    assert!(all.iter().any(|(at, e)| e == "a" && *at < switched), "a took uploads before the switch");
+    let retries = ing.ingester.metrics.retries.get();
+    println!("{} uploads, {retries} retries", all.len());
+    assert!(all.iter().any(|(_, e)| e == "c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn versions_are_numbered_across_elements() {
+    let w = World::new();
+    let a = w.element("a", ElementMode::Edit).await;
+    let b = w.element("b", ElementMode::Rw).await;
+    let ing = w.ingester(&w.dir.path().join("ing"), |c| c.elements = Some(elements_arg(&[&a, &b]))).await;
+    ing.wait_up(2).await;
+    let t = w.token_for("bob", &["writer"]);
+    let (_, v1) = json_of(w.upload(&ing.url, &t, "doc.txt", b"v1".to_vec(), &[]).await).await;
+    assert_eq!((v1["element_id"].as_str(), v1["version"].as_u64()), (Some("a"), Some(1)));
+    let doc = v1["document_id"].as_str().unwrap().to_owned();
+    // v2 is permanent: it lands on b, which has never seen the document.
+    let f2 =
+        [("document_id", doc.as_str()), ("retention_mode", "compliance"), ("retain_until", &in_days(3650) as &str)];
+    let (s, v2) = json_of(w.upload(&ing.url, &t, "doc.txt", b"v2".to_vec(), &f2).await).await;
+    assert_eq!(s, 201, "{v2}");
+    assert_eq!((v2["element_id"].as_str(), v2["version"].as_u64()), (Some("b"), Some(2)));
+    // v3 without retention goes back to a, numbered after b's v2.
+    let (_, v3) = json_of(w.upload(&ing.url, &t, "doc.txt", b"v3".to_vec(), &[("document_id", &doc)]).await).await;
+    assert_eq!((v3["element_id"].as_str(), v3["version"].as_u64()), (Some("a"), Some(3)));
+    assert_eq!(v3["document_id"], v2["document_id"]);
+    // An unknown document is refused.
+    let r =
+        w.upload(&ing.url, &t, "doc.txt", b"x".to_vec(), &[("document_id", &uuid::Uuid::now_v7().to_string())]).await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_keys_store_once() {
+    let w = World::new();
+    let a = w.element("a", ElementMode::Edit).await;
+    let ing = w.ingester(&w.dir.path().join("ing"), |c| c.elements = Some(elements_arg(&[&a]))).await;
+    ing.wait_up(1).await;
+    let t = w.token_for("bob", &["writer"]);
+    let send = |t: String, body: &'static [u8]| {
+        let (http, url) = (w.http.clone(), ing.url.clone());
+        async move {
+            let form =
+                reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(body).file_name("k.txt"));
+            http.post(format!("{url}/api/v1/files"))
+                .bearer_auth(t)
+                .header("idempotency-key", "order-42")
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Two at once and one later: one document.
+    let (r1, r2) = tokio::join!(send(t.clone(), b"once"), send(t.clone(), b"once"));
+    let r3 = send(t.clone(), b"once").await;
+    let replayed = [&r1, &r2, &r3].iter().filter(|r| r.headers().get("idempotent-replayed").is_some()).count();
+    let ids: Vec<String> = [r1, r2, r3]
+        .into_iter()
+        .map(|r| async { json_of(r).await.1["file_id"].as_str().unwrap().to_owned() })
+        .collect::<futures_util::stream::FuturesOrdered<_>>()
+        .collect::<Vec<_>>()
+        .await;
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    assert_eq!(replayed, 2);
+    assert_eq!(w.listed(&a).await.len(), 1);
+    // Another caller's key is another key.
+    let r = send(w.token_for("carol", &["writer"]), b"once").await;
+    assert_ne!(json_of(r).await.1["file_id"].as_str().unwrap(), ids[0]);
+    assert_eq!(w.listed(&a).await.len(), 2);
+    // Kept on disk: a restarted ingester still answers the first result.
+    let mut ing = ing;
+    ing.stop().await;
+    let ing2 = w.ingester(&w.dir.path().join("ing"), |c| c.elements = Some(elements_arg(&[&a]))).await;
+    ing2.wait_up(1).await;
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(b"once".to_vec()).file_name("k.txt"));
+    let r = w
+        .http
+        .post(format!("{}/api/v1/files", ing2.url))
+        .bearer_auth(&t)
+        .header("idempotency-key", "order-42")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(r).await.1["file_id"].as_str().unwrap(), ids[0]);
+    assert_eq!(w.listed(&a).await.len(), 2);
+}
+
+use futures_util::StreamExt as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn digests_streaming_and_broken_bodies() {
+    let w = World::new();
+    let a = w.element("a", ElementMode::Edit).await;
+    // A small replay buffer: anything over 64 KiB streams through.
+    let ing = w
+        .ingester(&w.dir.path().join("ing"), |c| {
+            c.elements = Some(elements_arg(&[&a]));
+            c.replay_buffer_bytes = 64 << 10;
+        })
+        .await;
+    ing.wait_up(1).await;
+    let t = w.token_for("bob", &["writer"]);
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let b64 =
+        |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(ring::digest::digest(&ring::digest::SHA256, b));
+    let upload = |bytes: Vec<u8>, digest: Option<String>| {
+        let (http, url, t) = (w.http.clone(), ing.url.clone(), t.clone());
+        async move {
+            let form = reqwest::multipart::Form::new()
+                .part("file", reqwest::multipart::Part::bytes(bytes).file_name("big.bin"));
+            let mut rb = http.post(format!("{url}/api/v1/files")).bearer_auth(t).multipart(form);
+            if let Some(d) = digest {
+                rb = rb.header("content-digest", format!("sha-256=:{d}:"));
+            }
+            json_of(rb.send().await.unwrap()).await
+        }
+    };
+    // Wrong digests, small and streamed: 400 and nothing stored.
+    let (s, p) = upload(b"small".to_vec(), Some(b64(b"other"))).await;
+    assert_eq!((s, p["type"].as_str().unwrap().ends_with("digest-mismatch")), (400, true), "{p}");
+    let (s, p) = upload(big.clone(), Some(b64(b"other"))).await;
+    assert_eq!((s, p["type"].as_str().unwrap().ends_with("digest-mismatch")), (400, true), "{p}");
+    assert!(w.listed(&a).await.is_empty());
+    // Streamed with the right digest: stored whole.
+    let (s, sc) = upload(big.clone(), Some(b64(&big))).await;
+    assert_eq!(s, 201, "{sc}");
+    assert_eq!(
+        (sc["sha256"].as_str().unwrap(), sc["size"].as_u64()),
+        (sha256_hex(&big).as_str(), Some(big.len() as u64))
+    );
+    // A client body that breaks half-way: nothing stored anywhere.
+    let boundary = "brokenbody";
+    let head = format!("--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"cut.bin\"\r\n\r\n");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(head.into_bytes()), Ok(vec![7u8; 1 << 20]), Err(std::io::Error::other("client went away"))];
+    let r = w
+        .http
+        .post(format!("{}/api/v1/files", ing.url))
+        .bearer_auth(&t)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.listed(&a).await.len(), 1, "only the good upload");
+    eventually("the element's tmp/ is empty", 10, || a.tmp_is_empty()).await;
+}
+
+fn tus(rb: reqwest::RequestBuilder, t: &str) -> reqwest::RequestBuilder {
+    rb.bearer_auth(t).header("tus-resumable", "1.0.0")
+}
+
+fn meta(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k} {}", base64::engine::general_purpose::STANDARD.encode(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tus_protocol_checksum_termination_expiry_restart() {
+    let w = World::new();
+    let a = w.element("a", ElementMode::Edit).await;
+    let idir = w.dir.path().join("ing");
+    let mut ing = w.ingester(&idir, |c| c.elements = Some(elements_arg(&[&a]))).await;
+    ing.wait_up(1).await;
+    let t = w.token_for("bob", &["writer"]);
+    let h = &w.http;
+    let base = format!("{}/api/v1/uploads", ing.url);
+
+    let r = h.request(reqwest::Method::OPTIONS, &base).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["tus-version"], "1.0.0");
+    assert!(r.headers()["tus-extension"].to_str().unwrap().contains("creation-with-upload"));
+    assert!(r.headers()["tus-extension"].to_str().unwrap().contains("checksum"));
+    assert!(r.headers().get("tus-max-size").is_some());
+    let r = h.post(&base).bearer_auth(&t).header("upload-length", "3").send().await.unwrap();
+    assert_eq!(r.status(), 412, "no Tus-Resumable");
+
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let m = meta(&[
+        ("filename", "scan.pdf"),
+        ("content_type", "application/pdf"),
+        ("tags", "tus,scan"),
+        ("description", "a scan"),
+    ]);
+    let r = tus(h.post(&base), &t)
+        .header("upload-length", content.len().to_string())
+        .header("upload-metadata", &m)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get("upload-expires").is_some());
+    let loc = format!("{}{}", ing.url, r.headers()["location"].to_str().unwrap());
+    let head = |loc: String| {
+        let t = t.clone();
+        async move {
+            let r = tus(reqwest::Client::new().head(&loc), &t).send().await.unwrap();
+            (r.status().as_u16(), r.headers().get("upload-offset").map(|v| v.to_str().unwrap().parse::<u64>().unwrap()))
+        }
+    };
+    assert_eq!(head(loc.clone()).await, (200, Some(0)));
+    let patch = |loc: String, offset: usize, chunk: Vec<u8>, checksum: Option<String>| {
+        let t = t.clone();
+        async move {
+            let mut rb = tus(reqwest::Client::new().patch(&loc), &t)
+                .header("upload-offset", offset.to_string())
+                .header("content-type", "application/offset+octet-stream");
+            if let Some(c) = checksum {
+                rb = rb.header("upload-checksum", c);
+            }
+            rb.body(chunk).send().await.unwrap()
+        }
+    };
+    let sha1 = |b: &[u8]| {
+        format!(
+            "sha1 {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, b))
+        )
+    };
+    let r = patch(loc.clone(), 0, content[..100_000].to_vec(), Some(sha1(&content[..100_000]))).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["upload-offset"], "100000");
+    let r = patch(loc.clone(), 5, content[5..10].to_vec(), None).await;
+    assert_eq!(r.status(), 409, "wrong offset");
+    let r = patch(loc.clone(), 100_000, content[100_000..200_000].to_vec(), Some(sha1(b"something else"))).await;
+    assert_eq!(r.status(), 460, "checksum mismatch");
+    assert_eq!(head(loc.clone()).await, (200, Some(100_000)), "the bad chunk was discarded");
+    let r = patch(loc.clone(), 100_000, content[100_000..200_000].to_vec(), None).await;
+    assert_eq!(r.status(), 204);
+    let other = w.token_for("eve", &["writer"]);
+    assert_eq!(tus(h.head(&loc), &other).send().await.unwrap().status(), 404, "another caller's upload is not found");
+
+    // Restart: the session and its bytes survive.
+    ing.stop().await;
+    let ing = w.ingester(&idir, |c| c.elements = Some(elements_arg(&[&a]))).await;
+    ing.wait_up(1).await;
+    let loc = loc.replace(&base.replace("/api/v1/uploads", ""), &ing.url);
+    assert_eq!(head(loc.clone()).await, (200, Some(200_000)));
+    let r = patch(
+        loc.clone(),
+        200_000,
+        content[200_000..].to_vec(),
+        Some(format!(
+            "sha256 {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(ring::digest::digest(&ring::digest::SHA256, &content[200_000..]))
+        )),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let file_id = r.headers()["artstore-file-id"].to_str().unwrap().to_owned();
+    assert_eq!(r.headers()["artstore-element-id"], "a");
+    let st: Value = h.get(&loc).bearer_auth(&t).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (st["state"].as_str(), st["offset"].as_u64(), st["file_id"].as_str()),
+        (Some("stored"), Some(300_000), Some(file_id.as_str()))
+    );
+    assert_eq!(st["sidecar"]["sha256"], sha256_hex(&content));
+    assert_eq!(st["sidecar"]["content_type"], "application/pdf");
+    assert_eq!(st["sidecar"]["description"], "a scan");
+    let c = h
+        .get(format!("{}/api/v1/files/{file_id}/content", a.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(c.as_ref(), content.as_slice());
+
+    // creation-with-upload, then termination.
+    let r = tus(h.post(format!("{}/api/v1/uploads", ing.url)), &t)
+        .header("upload-length", "10")
+        .header("content-type", "application/offset+octet-stream")
+        .body(b"01234".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["upload-offset"].to_str().unwrap()), (201, "5"));
+    let loc2 = format!("{}{}", ing.url, r.headers()["location"].to_str().unwrap());
+    let r = tus(h.delete(&loc2), &t).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(head(loc2.clone()).await.0, 404);
+
+    // Expiry: a session past its time is swept with its bytes.
+    let r = tus(h.post(format!("{}/api/v1/uploads", ing.url)), &t).header("upload-length", "10").send().await.unwrap();
+    let loc3 = format!("{}{}", ing.url, r.headers()["location"].to_str().unwrap());
+    assert_eq!(ing.ingester.sessions.sweep(chrono::Utc::now()), 0);
+    assert_eq!(
+        ing.ingester.sessions.sweep(chrono::Utc::now() + chrono::Duration::hours(25)),
+        2,
+        "the open one and the stored one"
+    );
+    assert_eq!(head(loc3).await.0, 404);
+    let left = std::fs::read_dir(idir.join("uploads")).unwrap().count();
+    assert_eq!(left, 0);
+    // A bad metadata field is refused at creation.
+    let r = tus(h.post(format!("{}/api/v1/uploads", ing.url)), &t)
+        .header("upload-length", "1")
+        .header("upload-metadata", meta(&[("retention_mode", "forever")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
