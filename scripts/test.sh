@@ -9,6 +9,13 @@ cd "$(dirname "$0")/.."
 # never a skip.
 scripts/services.sh
 
+# The stock tus client (tuspy) that tests/tus_stock_client.rs drives; a missing one fails
+# that test, never skips it.
+if ! python3 -c 'import tusclient' >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing tuspy" >&2
+  python3 -m pip install --quiet tuspy
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "scripts/test.sh: installing cargo-nextest" >&2
   cargo install cargo-nextest --locked

@@ -652,3 +652,140 @@ async fn tus_protocol_checksum_termination_expiry_restart() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// A `redis-server` of this test's own on a free port (installed by `scripts/services.sh`;
+/// missing fails the test).
+struct PrivateRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = PrivateRedis { child: None, port };
+        r.restart().await;
+        r
+    }
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/services.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis::Client::open(self.url().as_str()).unwrap().get_multiplexed_async_connection().await.is_err() {
+            assert!(Instant::now() < deadline, "private redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    async fn publish(&self, version: u64, elements: &[(&TestElement, &str)]) {
+        use artstore_shared::discovery::{REGISTRY_CHANNEL, REGISTRY_KEY, Registry, RegistryElement};
+        let reg = Registry {
+            version,
+            published_at: chrono::Utc::now(),
+            elements: elements
+                .iter()
+                .map(|(e, mode)| RegistryElement {
+                    id: e.name.clone(),
+                    url: e.url.clone(),
+                    mode: (*mode).to_owned(),
+                    capacity_bytes: 0,
+                    weight: 1,
+                    dc: String::new(),
+                })
+                .collect(),
+        };
+        let mut c = redis::Client::open(self.url().as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(REGISTRY_KEY)
+            .arg(serde_json::to_string(&reg).unwrap())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("PUBLISH").arg(REGISTRY_CHANNEL).arg(version).query_async(&mut c).await.unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn discovery_check(http: &reqwest::Client, ing: &str) -> String {
+    let v: Value = http.get(format!("{ing}/health/ready")).send().await.unwrap().json().await.unwrap();
+    v["checks"]["discovery"]["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits until `/health/ready` shows discovery in `want`.
+async fn wait_discovery(http: &reqwest::Client, ing: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while discovery_check(http, ing).await != want {
+        assert!(Instant::now() < deadline, "discovery never showed {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_while_uploading_and_restart_with_redis_down() {
+    let w = World::new();
+    let a = w.element("a", ElementMode::Edit).await;
+    let b = w.element("b", ElementMode::Rw).await;
+    let mut redis = PrivateRedis::start().await;
+    redis.publish(1, &[(&a, "edit"), (&b, "rw")]).await;
+    let idir = w.dir.path().join("ing");
+    let url = redis.url();
+    let mut ing = w.ingester(&idir, |c| c.redis = Some(url.clone())).await;
+    ing.wait_up(2).await;
+    wait_discovery(&w.http, &ing.url, "ready").await;
+    let t = w.token_for("bob", &["writer"]);
+    let up = |ing: String, n: usize| {
+        let (http, t) = (w.http.clone(), t.clone());
+        async move {
+            let mut where_ = Vec::new();
+            for i in 0..n {
+                let form = reqwest::multipart::Form::new()
+                    .part("file", reqwest::multipart::Part::bytes(format!("doc {i}").into_bytes()).file_name("d.txt"));
+                let r = http.post(format!("{ing}/api/v1/files")).bearer_auth(&t).multipart(form).send().await.unwrap();
+                let (s, v) = json_of(r).await;
+                assert_eq!(s, 201, "{v}");
+                where_.push(v["element_id"].as_str().unwrap().to_owned());
+            }
+            where_
+        }
+    };
+    // Uploads go on while Redis dies under them.
+    let uploading = tokio::spawn(up(ing.url.clone(), 40));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.kill();
+    assert_eq!(uploading.await.unwrap().len(), 40);
+    wait_discovery(&w.http, &ing.url, "degraded").await;
+    assert_eq!(up(ing.url.clone(), 10).await, vec!["a"; 10], "temporary documents still go to edit");
+
+    // Restarted with Redis still down: the last-known registry serves.
+    ing.stop().await;
+    let ing = w.ingester(&idir, |c| c.redis = Some(url.clone())).await;
+    ing.wait_up(2).await;
+    wait_discovery(&w.http, &ing.url, "degraded").await;
+    assert_eq!(up(ing.url.clone(), 5).await.len(), 5);
+
+    // Redis is back with a new registry (a is gone from it): picked up.
+    redis.restart().await;
+    redis.publish(2, &[(&b, "rw")]).await;
+    let d = ing.ingester.discovery.clone();
+    eventually("registry version 2", 10, || d.version() == 2).await;
+    wait_discovery(&w.http, &ing.url, "ready").await;
+    assert_eq!(up(ing.url.clone(), 5).await, vec!["b"; 5]);
+}
