@@ -294,6 +294,16 @@ pub struct ElementArgs {
     /// Seconds a heartbeat lives in Redis (default 30).
     #[arg(long, env = "ARTSTORE_HEARTBEAT_TTL_SECS")]
     pub heartbeat_ttl_secs: Option<u64>,
+    /// Kafka brokers to publish events to (host:port,…); default: the in-process bus.
+    #[arg(long, env = "ARTSTORE_KAFKA_BROKERS")]
+    pub kafka: Option<String>,
+    /// The events topic (default artstore.events).
+    #[arg(long, env = "ARTSTORE_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// librdkafka properties passed through, key=value (repeatable, or comma-separated in
+    /// ARTSTORE_KAFKA_OPTIONS): security.protocol, sasl.*, ssl.*…
+    #[arg(long = "kafka-option", env = "ARTSTORE_KAFKA_OPTIONS", value_delimiter = ',')]
+    pub kafka_options: Option<Vec<String>>,
 }
 
 fn parse_mode(s: &str) -> Result<ElementMode, String> {
@@ -312,7 +322,14 @@ impl ElementArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: ElementConfig) -> ElementConfig {
         let a = self;
-        overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key, admin_url, redis, element_id, public_url);
+        if let Some(opts) = &a.kafka_options {
+            for o in opts {
+                if let Some((k, v)) = o.split_once('=') {
+                    cfg.kafka_options.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+            }
+        }
+        overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key, admin_url, redis, element_id, public_url, kafka);
         overlay!(
             cfg,
             a,
@@ -326,7 +343,8 @@ impl ElementArgs {
             cold_restore_latency_ms,
             log_format,
             jwks_max_age_secs,
-            heartbeat_ttl_secs
+            heartbeat_ttl_secs,
+            kafka_topic
         );
         cfg
     }
@@ -561,6 +579,21 @@ jwks_max_age_secs = 300
 # public_url = "http://se-1.example.org:8081"
 # Seconds a heartbeat lives in Redis (renewed every third). ARTSTORE_HEARTBEAT_TTL_SECS
 heartbeat_ttl_secs = 30
+# Kafka brokers to publish events to; unset: the in-process bus. The WAL is the outbox:
+# with the broker down uploads go on and the backlog is sent when it is back.
+# ARTSTORE_KAFKA_BROKERS, --kafka
+# kafka = "kafka-1.example.org:9093,kafka-2.example.org:9093"
+# The events topic. ARTSTORE_KAFKA_TOPIC, --kafka-topic
+kafka_topic = "artstore.events"
+
+[storage_element.kafka_options]
+# librdkafka properties passed through as they are (TLS, SASL). ARTSTORE_KAFKA_OPTIONS
+# ("k=v,k=v"), --kafka-option k=v
+# "security.protocol" = "SASL_SSL"
+# "sasl.mechanism" = "SCRAM-SHA-512"
+# "sasl.username" = "artstore"
+# "sasl.password" = "…"
+# "ssl.ca.location" = "/etc/artstore/tls/kafka-ca.pem"
 
 [admin]
 # This node's id. ARTSTORE_NODE_ID, --node-id

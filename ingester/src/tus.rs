@@ -247,11 +247,18 @@ fn http_date(t: DateTime<Utc>) -> String {
 /// A problem answer carrying `Tus-Resumable`.
 fn tus_problem(e: ApiError) -> Response {
     // tus answers a checksum mismatch with its own status, 460.
-    let checksum = e.kind == "checksum-mismatch";
-    let mut r = e.into_response();
-    if checksum && let Ok(s) = StatusCode::from_u16(460) {
-        *r.status_mut() = s;
+    if e.kind == "checksum-mismatch" {
+        let mut body = e.to_problem();
+        body["status"] = json!(460);
+        body["title"] = json!("Checksum Mismatch");
+        return Response::builder()
+            .status(StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST))
+            .header("content-type", "application/problem+json")
+            .header("tus-resumable", TUS_VERSION)
+            .body(Body::from(body.to_string()))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
+    let mut r = e.into_response();
     r.headers_mut().insert("tus-resumable", axum::http::HeaderValue::from_static(TUS_VERSION));
     r
 }
@@ -628,8 +635,7 @@ async fn receive(
                 ErrorCode::BadRequest,
                 "checksum-mismatch",
                 "Upload-Checksum does not match the chunk; it was discarded",
-            )
-            .with("status", 460u16));
+            ));
         }
     }
     file.sync_data().await.map_err(io)?;

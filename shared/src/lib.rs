@@ -6,6 +6,7 @@ pub mod clients;
 pub mod clock;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod retention;
 pub mod telemetry;

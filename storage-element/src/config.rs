@@ -55,6 +55,12 @@ pub struct ElementConfig {
     pub public_url: Option<String>,
     /// Seconds a heartbeat lives in Redis; renewed every third of it.
     pub heartbeat_ttl_secs: u64,
+    /// Kafka brokers (`host:port,…`) to publish events to; absent: the in-process bus.
+    pub kafka: Option<String>,
+    /// The topic events go to.
+    pub kafka_topic: String,
+    /// librdkafka properties passed through as they are (TLS, SASL, …).
+    pub kafka_options: std::collections::BTreeMap<String, String>,
 }
 
 /// Default listen address of a storage element.
@@ -84,6 +90,9 @@ impl Default for ElementConfig {
             element_id: None,
             public_url: None,
             heartbeat_ttl_secs: artstore_shared::discovery::HEARTBEAT_TTL_SECS,
+            kafka: None,
+            kafka_topic: artstore_shared::events::DEFAULT_TOPIC.to_owned(),
+            kafka_options: Default::default(),
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct Element {
     pub health: Health,
     /// Keeps a persistent cache current from the WAL (absent for the embedded cache).
     pub applier: Option<tokio::task::JoinHandle<()>>,
+    /// Where the outbox relay publishes events (Kafka when configured, else in-process;
+    /// standalone puts its own in-process bus here before `run`).
+    pub bus: Arc<dyn artstore_shared::events::EventBus>,
     cfg: ElementConfig,
 }
 
@@ -92,7 +95,16 @@ impl Element {
             api::router(AppState { store: store.clone(), auth: Auth(verifier), policies }),
             health.clone(),
         );
-        Ok(Element { store, router, health, applier, cfg })
+        let bus: Arc<dyn artstore_shared::events::EventBus> = match &cfg.kafka {
+            Some(brokers) => {
+                let mut k = artstore_shared::events::KafkaSettings::new(brokers);
+                k.topic = cfg.kafka_topic.clone();
+                k.options = cfg.kafka_options.clone();
+                Arc::new(artstore_shared::events::KafkaBus::new(k).map_err(|e| anyhow::anyhow!("kafka: {e}"))?)
+            }
+            None => Arc::new(artstore_shared::events::InProcessBus::default()),
+        };
+        Ok(Element { store, router, health, applier, bus, cfg })
     }
 
     /// Serves until `shutdown` resolves, then drains and flushes.
@@ -115,6 +127,17 @@ impl Element {
             }
             None => None,
         };
+        let element_id = match &self.cfg.element_id {
+            Some(id) => id.clone(),
+            None => store.info().await?.id.to_string(),
+        };
+        let outbox = tokio::spawn(crate::outbox::run(
+            store.clone(),
+            self.bus.clone(),
+            element_id,
+            self.health.clone(),
+            store.outbox().clone(),
+        ));
         let health = self.health.clone();
         tracing::info!(addr = %listener.local_addr()?, root = %store.root().display(), mode = store.mode().as_str(), "storage element serving");
         axum::serve(listener, self.router)
@@ -125,6 +148,7 @@ impl Element {
             })
             .await?;
         worker.abort();
+        outbox.abort();
         if let Some(h) = heartbeat {
             h.abort();
         }

@@ -305,6 +305,8 @@ pub struct Store {
     last_stats: Mutex<crate::cache::CacheStats>,
     /// Step 5 of creates (audit line, WAL commit) runs after the reply; shutdown waits.
     after_reply: tokio_util::task::TaskTracker,
+    /// How far the outbox relay has published (the WAL is pruned only below it too).
+    outbox: Arc<crate::outbox::OutboxState>,
 }
 
 impl std::fmt::Debug for Store {
@@ -340,6 +342,10 @@ impl Store {
         let replay = wal::replay(&layout.wal())?;
         let (audit, tail) = AuditLog::open(&layout.audit())?;
         let wal = Wal::open(&layout.wal(), replay.next_seq)?;
+        let outbox = Arc::new(crate::outbox::OutboxState::default());
+        outbox
+            .published
+            .store(crate::outbox::read_checkpoint(layout.root())?.position, std::sync::atomic::Ordering::SeqCst);
         let store = Arc::new(Store {
             layout,
             cold,
@@ -356,6 +362,7 @@ impl Store {
             sync: Arc::new(CacheSync::default()),
             last_stats: Mutex::new(Default::default()),
             after_reply: tokio_util::task::TaskTracker::new(),
+            outbox,
             cfg,
         });
         let mut report = RecoveryReport { damaged_wal_lines: replay.damaged.len(), ..Default::default() };
@@ -376,7 +383,8 @@ impl Store {
             store.sync.set_applied(0);
         } else {
             store.sync.set_applied(u64::MAX);
-            store.wal.prune(u64::MAX)?;
+            // Segments the outbox has not published yet stay.
+            store.prune_wal()?;
             let (loaded, unreadable) = store.load_cache().await?;
             report.sidecars_loaded = loaded;
             report.unreadable_sidecars = unreadable;
@@ -637,6 +645,7 @@ impl Store {
             sidecar: sidecar_rel_str.clone(),
             at: now,
             actor: actor.to_owned(),
+            action: "create".to_owned(),
         });
         let (content_synced, sidecar_temp, seq) = tokio::join!(sync_content, write_sidecar, intent);
         let seq = seq?;
@@ -713,7 +722,7 @@ impl Store {
                 detail,
             })
             .await?;
-        self.wal.commit(seq, sc.file_id, rel).await?;
+        self.wal.commit(seq, sc.file_id, rel, action, sc.revision).await?;
         self.sync.notify.notify_one();
         Ok(())
     }
@@ -835,6 +844,7 @@ impl Store {
                 sidecar: rel.clone(),
                 at: now,
                 actor: actor.to_owned(),
+                action: action.to_owned(),
             })
             .await?;
         let content_rel = Path::new(&rel).with_file_name(&current.stored_name);
@@ -1260,7 +1270,13 @@ impl Store {
 
     /// Drops WAL segments that are resolved and applied to the cache.
     pub fn prune_wal(&self) -> std::io::Result<usize> {
-        self.wal.prune(self.sync.applied().saturating_add(1))
+        let published = self.outbox.published.load(std::sync::atomic::Ordering::SeqCst);
+        self.wal.prune(self.sync.applied().min(published).saturating_add(1))
+    }
+
+    /// How far the outbox relay has published.
+    pub fn outbox(&self) -> &Arc<crate::outbox::OutboxState> {
+        &self.outbox
     }
 
     /// The cache and how it is kept in sync (for the applier and health).

@@ -55,6 +55,10 @@ pub enum WalRecord {
         /// Who asked for it.
         #[serde(default)]
         actor: String,
+        /// What it does in the archive's words (`create`, `update`, `legal_hold_set`, …);
+        /// the outbox names its event after it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        action: String,
     },
     Commit {
         seq: u64,
@@ -64,6 +68,12 @@ pub enum WalRecord {
         file_id: Option<Uuid>,
         #[serde(default)]
         sidecar: Option<String>,
+        /// The committed intent's action and revision, so the outbox can name the event
+        /// even when the intent's segment is gone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<u64>,
     },
     Abort {
         seq: u64,
@@ -88,13 +98,14 @@ pub struct Intent {
     pub sidecar: String,
     pub at: DateTime<Utc>,
     pub actor: String,
+    pub action: String,
 }
 
 /// What the writer thread is asked to append.
 #[derive(Debug)]
 pub enum WalItem {
     Intent(Intent),
-    Commit { intent: u64, file_id: Uuid, sidecar: String },
+    Commit { intent: u64, file_id: Uuid, sidecar: String, action: String, revision: u64 },
     Abort(u64),
 }
 
@@ -128,10 +139,16 @@ impl JournalSink for WalSink {
                 sidecar: i.sidecar,
                 at: i.at,
                 actor: i.actor,
+                action: i.action,
             },
-            WalItem::Commit { intent, file_id, sidecar } => {
-                WalRecord::Commit { seq, intent, file_id: Some(file_id), sidecar: Some(sidecar) }
-            }
+            WalItem::Commit { intent, file_id, sidecar, action, revision } => WalRecord::Commit {
+                seq,
+                intent,
+                file_id: Some(file_id),
+                sidecar: Some(sidecar),
+                action: Some(action),
+                revision: Some(revision),
+            },
             WalItem::Abort(intent) => WalRecord::Abort { seq, intent },
         };
         let _ = serde_json::to_writer(&mut *buf, &rec);
@@ -247,8 +264,17 @@ impl Wal {
     }
 
     /// Marks an intent done (durable with the next fsync). Returns the commit's sequence.
-    pub async fn commit(&self, intent: u64, file_id: Uuid, sidecar: &str) -> io::Result<u64> {
-        let seq = self.journal.append(WalItem::Commit { intent, file_id, sidecar: sidecar.to_owned() }, false).await?;
+    pub async fn commit(
+        &self,
+        intent: u64,
+        file_id: Uuid,
+        sidecar: &str,
+        action: &str,
+        revision: u64,
+    ) -> io::Result<u64> {
+        let item =
+            WalItem::Commit { intent, file_id, sidecar: sidecar.to_owned(), action: action.to_owned(), revision };
+        let seq = self.journal.append(item, false).await?;
         self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&intent);
         Ok(seq)
     }
@@ -262,9 +288,15 @@ impl Wal {
 
     /// Resolves a replayed intent from an earlier run.
     pub async fn resolve_replayed(&self, rec: &WalRecord, committed: bool) -> io::Result<()> {
-        let WalRecord::Intent { seq, file_id, sidecar, .. } = rec else { return Ok(()) };
+        let WalRecord::Intent { seq, file_id, sidecar, action, revision, .. } = rec else { return Ok(()) };
         let item = if committed {
-            WalItem::Commit { intent: *seq, file_id: *file_id, sidecar: sidecar.clone() }
+            WalItem::Commit {
+                intent: *seq,
+                file_id: *file_id,
+                sidecar: sidecar.clone(),
+                action: action.clone(),
+                revision: *revision,
+            }
         } else {
             WalItem::Abort(*seq)
         };
@@ -392,6 +424,7 @@ mod tests {
             sidecar: "data/x.attr.json".into(),
             at: Utc::now(),
             actor: "t".into(),
+            action: String::new(),
         }
     }
 
@@ -403,7 +436,7 @@ mod tests {
             let a = wal.intent(intent(WalOp::Create)).await.unwrap();
             let _b = wal.intent(intent(WalOp::Update)).await.unwrap();
             let c = wal.intent(intent(WalOp::Delete)).await.unwrap();
-            wal.commit(a, Uuid::now_v7(), "data/x.attr.json").await.unwrap();
+            wal.commit(a, Uuid::now_v7(), "data/x.attr.json", "create", 1).await.unwrap();
             wal.abort(c).await.unwrap();
             wal.sync().await.unwrap();
         }
@@ -424,7 +457,7 @@ mod tests {
         let a = wal.intent(intent(WalOp::Create)).await.unwrap();
         let mut tail = WalTail::new(d.path(), 0);
         assert_eq!(tail.read_new().unwrap().len(), 1);
-        wal.commit(a, Uuid::now_v7(), "s").await.unwrap();
+        wal.commit(a, Uuid::now_v7(), "s", "create", 1).await.unwrap();
         wal.sync().await.unwrap();
         let recs = tail.read_new().unwrap();
         assert!(matches!(recs[..], [WalRecord::Commit { intent: 1, .. }]));
@@ -445,7 +478,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let wal = Wal::open(d.path(), 1).unwrap();
         let a = wal.intent(intent(WalOp::Create)).await.unwrap();
-        wal.commit(a, Uuid::now_v7(), "data/x.attr.json").await.unwrap();
+        wal.commit(a, Uuid::now_v7(), "data/x.attr.json", "create", 1).await.unwrap();
         wal.sync().await.unwrap();
         drop(wal);
         let wal = Wal::open(d.path(), 3).unwrap();

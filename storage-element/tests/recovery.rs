@@ -20,6 +20,7 @@ fn wal_intent(root: &std::path::Path, op: WalOp, file_id: uuid::Uuid, revision: 
             sidecar: sidecar.to_owned(),
             at: chrono::Utc::now(),
             actor: "crash-test".into(),
+            action: String::new(),
         }))
         .unwrap()
     });
