@@ -100,25 +100,6 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut failing = false;
     loop {
-        // Mode changes: announced when the element's mode differs from the last announced.
-        let mode = store.mode().as_str().to_owned();
-        if cp.mode.as_deref() != Some(mode.as_str()) && pending.is_empty() {
-            let e = Event {
-                kind: "mode_changed".into(),
-                file_id: None,
-                document_id: None,
-                version: None,
-                element_id: element_id.clone(),
-                revision: None,
-                at: chrono::Utc::now(),
-                sidecar: None,
-                mode: Some(mode.clone()),
-            };
-            if bus.publish(&[e]).await.is_ok() {
-                cp.mode = Some(mode);
-                let _ = write_checkpoint(&root, &cp);
-            }
-        }
         if pending.is_empty() {
             let records = match tail.read_new() {
                 Ok(r) => r,
@@ -196,6 +177,26 @@ pub async fn run(
                 tracing::error!(error = %e, "outbox checkpoint not written");
             } else {
                 state.published.store(cp.position, Ordering::SeqCst);
+            }
+        }
+        // Mode changes: announced when the element's mode differs from the last announced
+        // (after the commits read so far, which a mode change drains first).
+        let mode = store.mode().as_str().to_owned();
+        if cp.mode.as_deref() != Some(mode.as_str()) && pending.is_empty() {
+            let e = Event {
+                kind: "mode_changed".into(),
+                file_id: None,
+                document_id: None,
+                version: None,
+                element_id: element_id.clone(),
+                revision: None,
+                at: chrono::Utc::now(),
+                sidecar: None,
+                mode: Some(mode.clone()),
+            };
+            if bus.publish(&[e]).await.is_ok() {
+                cp.mode = Some(mode);
+                let _ = write_checkpoint(&root, &cp);
             }
         }
         if !published_now {
