@@ -3,7 +3,9 @@
 //! notes it, keeps serving, and republishes the whole registry once Redis answers again.
 
 use crate::node::Node;
-use artstore_shared::discovery::{Heartbeat, REGISTRY_CHANNEL, REGISTRY_KEY, Registry, RegistryElement, heartbeat_key};
+use artstore_shared::discovery::{
+    Heartbeat, REGISTRY_CHANNEL, REGISTRY_KEY, Registry, RegistryElement, read_heartbeats,
+};
 use chrono::Utc;
 use redis::AsyncCommands as _;
 use std::collections::HashMap;
@@ -107,16 +109,7 @@ async fn round(
         *published = None;
     }
     let ids: Vec<String> = node.read(|s| s.elements.keys().cloned().collect());
-    let mut beats = HashMap::new();
-    if !ids.is_empty() {
-        let keys: Vec<String> = ids.iter().map(|id| heartbeat_key(id)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
-        for (id, v) in ids.into_iter().zip(values) {
-            if let Some(hb) = v.and_then(|v| serde_json::from_str::<Heartbeat>(&v).ok()) {
-                beats.insert(id, hb);
-            }
-        }
-    }
+    let beats: HashMap<String, Heartbeat> = read_heartbeats(c, &ids).await?.into_iter().collect();
     *node.heartbeats.write().unwrap_or_else(|e| e.into_inner()) = beats;
     Ok(())
 }

@@ -3,7 +3,6 @@
 
 use artstore_shared::ApiError;
 use artstore_shared::ErrorCode;
-use base64::Engine as _;
 use http::HeaderValue;
 
 /// A 400 with the `bad-request` type.
@@ -15,19 +14,7 @@ pub fn bad(detail: impl Into<String>) -> ApiError {
 /// algorithms are ignored, as the RFC allows).
 pub fn sha256_from_digest_header(v: &HeaderValue) -> Result<Option<String>, ApiError> {
     let s = v.to_str().map_err(|_| bad("Content-Digest is not ASCII"))?;
-    for item in s.split(',') {
-        let Some((alg, val)) = item.trim().split_once('=') else { continue };
-        if alg.trim().eq_ignore_ascii_case("sha-256") {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(val.trim().trim_matches(':'))
-                .map_err(|_| bad("Content-Digest sha-256 is not base64 between colons (sha-256=:…:)"))?;
-            if raw.len() != 32 {
-                return Err(bad("Content-Digest sha-256 must be 32 bytes"));
-            }
-            return Ok(Some(hex(&raw)));
-        }
-    }
-    Ok(None)
+    artstore_shared::upload::sha256_from_content_digest(s).map_err(bad)
 }
 
 /// Lower-case hex.

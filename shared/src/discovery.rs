@@ -429,21 +429,6 @@ impl StaticDiscovery {
     }
 }
 
-impl Discovery for StaticDiscovery {
-    fn elements(&self) -> Vec<ElementView> {
-        self.shared.views()
-    }
-    fn status(&self) -> DiscoveryStatus {
-        self.shared.status.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    fn version(&self) -> u64 {
-        self.shared.snapshot().version
-    }
-    fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.changes.subscribe()
-    }
-}
-
 /// The last registry seen, from `<data>/registry.json`: what a role goes on with while its
 /// live source is away (also across its own restart). Health comes from direct probes.
 #[derive(Debug)]
@@ -464,21 +449,6 @@ impl LastKnownDiscovery {
         let shared = Shared::new(snapshot, status, cfg.stale_after, Some(path.to_owned()));
         let prober = spawn_prober(shared.clone(), cfg);
         Ok(Self { shared, _tasks: Tasks(vec![prober]) })
-    }
-}
-
-impl Discovery for LastKnownDiscovery {
-    fn elements(&self) -> Vec<ElementView> {
-        self.shared.views()
-    }
-    fn status(&self) -> DiscoveryStatus {
-        self.shared.status.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    fn version(&self) -> u64 {
-        self.shared.snapshot().version
-    }
-    fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.changes.subscribe()
     }
 }
 
@@ -505,19 +475,45 @@ impl RedisDiscovery {
     }
 }
 
-impl Discovery for RedisDiscovery {
-    fn elements(&self) -> Vec<ElementView> {
-        self.shared.views()
+/// The three sources differ only in how their snapshot is kept current.
+macro_rules! snapshot_discovery {
+    ($($t:ty),*) => {$(
+        impl Discovery for $t {
+            fn elements(&self) -> Vec<ElementView> {
+                self.shared.views()
+            }
+            fn status(&self) -> DiscoveryStatus {
+                self.shared.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+            }
+            fn version(&self) -> u64 {
+                self.shared.snapshot().version
+            }
+            fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
+                self.shared.changes.subscribe()
+            }
+        }
+    )*};
+}
+
+snapshot_discovery!(StaticDiscovery, LastKnownDiscovery, RedisDiscovery);
+
+/// Reads the heartbeats of `ids` (one `MGET`); an element without one is left out.
+pub async fn read_heartbeats(
+    c: &mut redis::aio::MultiplexedConnection,
+    ids: &[String],
+) -> redis::RedisResult<BTreeMap<String, Heartbeat>> {
+    let mut beats = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(beats);
     }
-    fn status(&self) -> DiscoveryStatus {
-        self.shared.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+    let keys: Vec<String> = ids.iter().map(|id| heartbeat_key(id)).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
+    for (id, v) in ids.iter().zip(values) {
+        if let Some(hb) = v.and_then(|v| serde_json::from_str::<Heartbeat>(&v).ok()) {
+            beats.insert(id.clone(), hb);
+        }
     }
-    fn version(&self) -> u64 {
-        self.shared.snapshot().version
-    }
-    fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.changes.subscribe()
-    }
+    Ok(beats)
 }
 
 /// Reads the registry and heartbeats every `poll`, and at once on a change announcement.
@@ -590,16 +586,7 @@ async fn read_registry(c: &mut redis::aio::MultiplexedConnection, shared: &Share
         Some(r) => r.elements.iter().map(|e| e.id.clone()).collect(),
         None => shared.snapshot().elements.iter().map(|e| e.id.clone()).collect(),
     };
-    let mut beats = BTreeMap::new();
-    if !ids.is_empty() {
-        let keys: Vec<String> = ids.iter().map(|id| heartbeat_key(id)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
-        for (id, v) in ids.into_iter().zip(values) {
-            if let Some(hb) = v.and_then(|v| serde_json::from_str::<Heartbeat>(&v).ok()) {
-                beats.insert(id, hb);
-            }
-        }
-    }
+    let beats = read_heartbeats(c, &ids).await?;
     shared.update(|s| {
         // An older registry than the one held (a stale replica) is ignored.
         if let Some(r) = registry

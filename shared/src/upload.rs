@@ -98,6 +98,25 @@ impl UploadFields {
     }
 }
 
+/// The sha-256 (hex) an RFC 9530 `Content-Digest` / `Repr-Digest` value names, if any
+/// (other algorithms are ignored, as the RFC allows).
+pub fn sha256_from_content_digest(value: &str) -> Result<Option<String>, String> {
+    use base64::Engine as _;
+    for item in value.split(',') {
+        let Some((alg, val)) = item.trim().split_once('=') else { continue };
+        if alg.trim().eq_ignore_ascii_case("sha-256") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(val.trim().trim_matches(':'))
+                .map_err(|_| "Content-Digest sha-256 is not base64 between colons (sha-256=:…:)".to_owned())?;
+            if raw.len() != 32 {
+                return Err("Content-Digest sha-256 must be 32 bytes".to_owned());
+            }
+            return Ok(Some(raw.iter().map(|b| format!("{b:02x}")).collect()));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,22 +102,7 @@ fn bad(detail: impl Into<String>) -> ApiError {
 /// it names one. Other algorithms are ignored, as the RFC allows.
 fn sha256_from_digest_header(v: &HeaderValue) -> ApiResult<Option<String>> {
     let s = v.to_str().map_err(|_| bad("Content-Digest is not ASCII"))?;
-    for item in s.split(',') {
-        let Some((alg, val)) = item.trim().split_once('=') else {
-            continue;
-        };
-        if alg.trim().eq_ignore_ascii_case("sha-256") {
-            let b64 = val.trim().trim_matches(':');
-            let raw = B64
-                .decode(b64)
-                .map_err(|_| bad("Content-Digest sha-256 is not base64 between colons (sha-256=:…:)"))?;
-            if raw.len() != 32 {
-                return Err(bad("Content-Digest sha-256 must be 32 bytes"));
-            }
-            return Ok(Some(crate::audit::hex(&raw)));
-        }
-    }
-    Ok(None)
+    artstore_shared::upload::sha256_from_content_digest(s).map_err(bad)
 }
 
 const MAX_FIELD_BYTES: usize = 1 << 20;
