@@ -6,10 +6,10 @@
 //! uploader on the upload URL, whose `HEAD` answers the offset). The stored document must
 //! have the file's SHA-256 and size.
 //!
-//! The file is 256 MiB by default to keep CI short; the issue's 1 GiB run:
+//! The file is 1 GiB, as the issue asks (about 25 s here); a smaller one for a quick run:
 //!
 //! ```text
-//! ARTSTORE_TUS_TEST_BYTES=1073741824 cargo test --test tus_stock_client -- --nocapture
+//! ARTSTORE_TUS_TEST_BYTES=268435456 cargo test --test tus_stock_client -- --nocapture
 //! ```
 //!
 //! `ARTSTORE_TUS_TEST_CHECKSUM=1` has the client send `Upload-Checksum` (sha1) too.
@@ -31,7 +31,7 @@ use support::{BIN, Element, free_port};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tus/stock_client.py");
 const CHUNK: u64 = 8 << 20;
-const DEFAULT_BYTES: u64 = 256 << 20;
+const DEFAULT_BYTES: u64 = 1 << 30;
 /// The script's own limit; the test waits a little longer than that.
 const CLIENT_TIME_LIMIT_SECS: u64 = 600;
 
