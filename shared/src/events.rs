@@ -126,8 +126,10 @@ pub struct InProcessBus {
 }
 
 impl Default for InProcessBus {
+    /// Keeps the newest 10,000 events (a few tens of MiB at most): enough for a consumer in
+    /// the same process to follow; one that falls further behind rebuilds from the files.
     fn default() -> Self {
-        Self::new(1_000_000)
+        Self::new(10_000)
     }
 }
 
