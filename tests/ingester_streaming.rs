@@ -41,6 +41,39 @@ fn generated(mib: u64, hash: std::sync::Arc<std::sync::Mutex<ring::digest::Conte
 
 use futures_util::StreamExt as _;
 
+/// Starts `artstore ingester` on a free port with the element as its only one, and waits
+/// until it sees the element up.
+async fn start_ingester(dir: &std::path::Path, jwks: &std::path::Path, element: &str) -> (Ingester, String) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("ingester.log")).unwrap();
+    let ing = Ingester(
+        Command::new(BIN)
+            .args(["ingester", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.join("ingester"))
+            .arg("--jwks")
+            .arg(jwks)
+            .args(["--elements", &format!("se-1={element}"), "--log-format", "json"])
+            .env("ARTSTORE_PROBE_INTERVAL_MS", "200")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
+            && let Ok(v) = r.json::<serde_json::Value>().await
+            && v["elements_up"] == 1
+        {
+            return (ing, base);
+        }
+        assert!(Instant::now() < deadline, "the ingester never saw the element up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gib_stream_through_the_ingester_with_flat_memory() {
     let mib: u64 = std::env::var("ARTSTORE_STREAM_TEST_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
@@ -51,33 +84,7 @@ async fn two_gib_stream_through_the_ingester_with_flat_memory() {
     let client = reqwest::Client::new();
     let element = Element::start(&tmp.path().join("element"), &jwks, &tmp.path().join("element.log"), &[]);
     element.wait_ready(&client).await;
-    let port = free_port();
-    let log = std::fs::File::create(tmp.path().join("ingester.log")).unwrap();
-    let ing = Ingester(
-        Command::new(BIN)
-            .args(["ingester", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(tmp.path().join("ingester"))
-            .arg("--jwks")
-            .arg(&jwks)
-            .args(["--elements", &format!("se-1={}", element.base), "--log-format", "json"])
-            .env("ARTSTORE_PROBE_INTERVAL_MS", "200")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
-            && let Ok(v) = r.json::<serde_json::Value>().await
-            && v["elements_up"] == 1
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the ingester never saw the element up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (ing, base) = start_ingester(tmp.path(), &jwks, &element.base).await;
     let before = peak_rss_mib(ing.0.id());
     let hash = std::sync::Arc::new(std::sync::Mutex::new(ring::digest::Context::new(&ring::digest::SHA256)));
     let part =
@@ -102,4 +109,46 @@ async fn two_gib_stream_through_the_ingester_with_flat_memory() {
         mib as f64 / secs
     );
     assert!(peak < 100.0, "the ingester's peak RSS was {peak:.1} MiB streaming {mib} MiB");
+}
+
+/// The element dies in the middle of a streamed body: the client gets a 502 problem, and
+/// after the element's restart nothing of that upload is stored anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn element_killed_mid_body_answers_502_and_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = LocalSigner::load_or_create(&tmp.path().join("keys")).unwrap();
+    let jwks = tmp.path().join("keys").join(JWKS_FILE);
+    let token = signer.issue("streamer", &["writer".into()], Duration::from_secs(3600), chrono::Utc::now()).unwrap();
+    let client = reqwest::Client::new();
+    let root = tmp.path().join("element");
+    let mut element = Element::start(&root, &jwks, &tmp.path().join("element.log"), &[]);
+    element.wait_ready(&client).await;
+    let (_ing, base) = start_ingester(tmp.path(), &jwks, &element.base).await;
+    // A slow body: 64 MiB, 1 MiB every 20 ms; the element is killed after about 10 MiB.
+    let stream = futures_util::stream::iter(0..64u64).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, std::io::Error>(vec![(i % 251) as u8; 1 << 20])
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("cut.bin");
+    let form = reqwest::multipart::Form::new().text("tags", "cut").part("file", part);
+    let upload = tokio::spawn({
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        async move { client.post(format!("{base}/api/v1/files")).bearer_auth(&token).multipart(form).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    element.kill();
+    let r = upload.await.unwrap().expect("the ingester answers");
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(status == 502 || status == 503, "{status} {body}");
+    assert_eq!(ct.as_deref(), Some("application/problem+json"));
+    assert!(body["detail"].as_str().unwrap().contains("se-1"), "{body}");
+    // Restarted, the element holds nothing of it: recovery rolled the upload back.
+    let element = Element::start(&root, &jwks, &tmp.path().join("element.log"), &[]);
+    element.wait_ready(&client).await;
+    let listed = support::list_all(&client, &element.base, &token, "").await;
+    assert!(listed.is_empty(), "{listed:?}");
+    let tmp_left = std::fs::read_dir(root.join("tmp")).unwrap().count();
+    assert_eq!(tmp_left, 0, "nothing half-written left in tmp/");
 }

@@ -355,8 +355,13 @@ async fn stream_through(
     let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let sent = ing.elements.create(&e.url, token, &w.content_type(), body).await;
     let produced = producer.await.map_err(|e| ApiError::internal(format!("upload task failed: {e}")))?;
-    // The client's body was broken or did not match its digest.
-    produced?;
+    // The client's body was broken or did not match its digest (an element that stopped
+    // reading is told by its own answer below).
+    if let Err(e) = produced
+        && e.kind != ELEMENT_STOPPED
+    {
+        return Err(e);
+    }
     let total = size.load(std::sync::atomic::Ordering::Relaxed);
     match sent {
         Ok(f) if f.status == 201 => Ok(stored_answer(ing.stored(&e, f, total))),
@@ -369,6 +374,9 @@ async fn stream_through(
         .with("element_id", e.id.clone())),
     }
 }
+
+/// The producer's error when the element went away: the element's answer tells the rest.
+const ELEMENT_STOPPED: &str = "element-stopped";
 
 /// What is left of the client's body when the file starts streaming through.
 struct Rest {
@@ -390,8 +398,11 @@ async fn produce(
     rest: Rest,
 ) -> Result<(), ApiError> {
     let Rest { mut field, mut mp, mut file_hash, body_hash, part_digest, request_digest, counted } = rest;
-    let send =
-        |b: Bytes| async move { tx.send(Ok(b)).await.map_err(|_| ApiError::internal("the element stopped reading")) };
+    let send = |b: Bytes| async move {
+        tx.send(Ok(b))
+            .await
+            .map_err(|_| ApiError::typed(ErrorCode::BadGateway, ELEMENT_STOPPED, "the element stopped reading"))
+    };
     let malformed = |e: multer::Error| bad(format!("malformed multipart body: {e}"));
     send(prefix).await?;
     while let Some(c) = field.chunk().await.map_err(malformed)? {
