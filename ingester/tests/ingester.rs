@@ -643,6 +643,23 @@ async fn tus_protocol_checksum_termination_expiry_restart() {
     assert_eq!(head(loc3).await.0, 404);
     let left = std::fs::read_dir(idir.join("uploads")).unwrap().count();
     assert_eq!(left, 0);
+    // Creation with an Idempotency-Key: a retry gets the same upload.
+    let create = |key: &'static str| {
+        let (h, t, url) = (h.clone(), t.clone(), ing.url.clone());
+        async move {
+            let r = tus(h.post(format!("{url}/api/v1/uploads")), &t)
+                .header("upload-length", "4")
+                .header("idempotency-key", key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let first = create("tus-once").await;
+    assert_eq!(create("tus-once").await, first);
+    assert_ne!(create("tus-other").await, first);
     // A bad metadata field is refused at creation.
     let r = tus(h.post(format!("{}/api/v1/uploads", ing.url)), &t)
         .header("upload-length", "1")
