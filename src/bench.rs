@@ -29,6 +29,9 @@ pub enum BenchWhat {
     Rebuild(RebuildBenchArgs),
     /// Admin cluster: commit latency under load and failover time after a leader SIGKILL.
     Admin(crate::bench_admin::AdminBenchArgs),
+    /// Ingester: small documents, a large upload and tus against direct writes to the
+    /// element; event publisher lag; the ingester process's peak memory.
+    Ingester(crate::bench_ingester::IngesterBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +258,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         Some(BenchWhat::Rebuild(r)) => rebuild(r).await,
         Some(BenchWhat::Admin(a)) => crate::bench_admin::run(a).await,
+        Some(BenchWhat::Ingester(a)) => crate::bench_ingester::run(a).await,
         None => ingest(args.ingest).await,
     }
 }

@@ -208,7 +208,7 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
         hasher.lock().unwrap_or_else(|e| e.into_inner()).update(&chunk);
         chunk
     });
-    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut mp = multer::Multipart::new(artstore_shared::upload::paced(stream), boundary);
     let mut fields = UploadFields::default();
     let limit = ing.cfg.replay_buffer_bytes as usize;
     let malformed = |e: multer::Error| bad(format!("malformed multipart body: {e}"));

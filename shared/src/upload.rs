@@ -136,3 +136,39 @@ mod tests {
         assert!(f.explicit_retention() && f.disposes());
     }
 }
+
+/// A stream that hands out one item per poll, then yields once (waking itself). Multipart
+/// parsers read their input until it would block; over a fast client and a slower sink
+/// (an element, a disk) that buffers the whole difference in memory. Paced, the parser
+/// holds about one chunk ahead of what was consumed, so memory stays flat.
+#[derive(Debug)]
+pub struct Paced<S> {
+    inner: S,
+    yielded: bool,
+}
+
+/// Paces `inner` (see [`Paced`]).
+pub fn paced<S>(inner: S) -> Paced<S> {
+    Paced { inner, yielded: false }
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Paced<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.yielded {
+            self.yielded = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let r = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if matches!(r, Poll::Ready(Some(_))) {
+            self.yielded = true;
+        }
+        r
+    }
+}

@@ -142,7 +142,7 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
         hasher.lock().unwrap_or_else(|e| e.into_inner()).update(&chunk);
         chunk
     });
-    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut mp = multer::Multipart::new(artstore_shared::upload::paced(stream), boundary);
     let mut staged = None;
     let mut part_digest = None;
     let mut new = NewFile::default();

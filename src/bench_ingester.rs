@@ -1,0 +1,945 @@
+//! `artstore bench ingester`: the ingester's cost over writing straight to a storage
+//! element, every number against a baseline measured in the same run on the same disk.
+//!
+//! 1. small documents (4 KiB, concurrent clients) through the ingester vs direct to the
+//!    element, interleaved in short rounds (fsync latency drifts for minutes here);
+//! 2. one large upload through the ingester (streamed through) vs direct;
+//! 3. the same large upload through tus in fixed-size PATCH chunks vs plain multipart
+//!    through the ingester;
+//! 4. the element's event publisher (outbox relay → Kafka, else the in-process bus) during
+//!    the small-document load: events/s and the lag from each upload's 201 to its
+//!    `ingested` event at a consumer;
+//! 5. the peak memory of a real `artstore ingester` process during a large upload.
+//!
+//! Phases 1–4 run the element and the ingester in this process; phase 5 runs the real
+//! binaries, since a process's peak RSS is only the ingester's in a process of its own.
+
+use anyhow::Context as _;
+use artstore_ingester::config::IngesterConfig;
+use artstore_ingester::server::IngesterServer;
+use artstore_shared::Clock;
+use artstore_shared::auth::{JWKS_FILE, JwksSource, LocalSigner, TokenVerifier, VerifierConfig};
+use artstore_shared::clock::SystemClock;
+use artstore_shared::events::{Event, EventBus, KafkaBus, KafkaSettings};
+use artstore_storage_element::config::ElementConfig;
+use artstore_storage_element::server::Element;
+use bytes::Bytes;
+use clap::Args;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Args)]
+pub struct IngesterBenchArgs {
+    /// Working folder on the disk under test (emptied first, removed after).
+    #[arg(long, default_value = "./artstore-bench-ingester")]
+    pub dir: PathBuf,
+    /// Small documents per round and per contender.
+    #[arg(long, default_value_t = 500)]
+    pub docs: usize,
+    /// Concurrent HTTP clients of the small-document load.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Interleaved rounds of ingester vs direct (short rounds, many of them: the disk drifts).
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// Size of the large upload (phases 2 and 3) in MiB (0 skips them).
+    #[arg(long, default_value_t = 1024)]
+    pub large_mib: u64,
+    /// tus PATCH chunk size in MiB.
+    #[arg(long, default_value_t = 8)]
+    pub chunk_mib: u64,
+    /// Size of the upload during which the ingester process's peak RSS is read, MiB (0 skips it).
+    #[arg(long, default_value_t = 2048)]
+    pub rss_mib: u64,
+    /// Kafka brokers for the element's events ("none": the in-process bus). When they do not
+    /// answer, the in-process bus is used and the output says so.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka: String,
+    /// Everything small, for a smoke test (64 MiB large, 100 docs, 4 rounds, 256 MiB RSS run).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+const RSS_GOAL_MIB: f64 = 100.0;
+const RATIO_GOAL: f64 = 0.80;
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn goal(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+/// A `/proc/<pid>/status` field in MiB (`VmHWM`, `VmRSS`).
+fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let v = s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    v.split_whitespace().next()?.parse::<f64>().ok().map(|kb| kb / 1024.0)
+}
+
+/// Standard base64 (tus `Upload-Metadata`), without a dependency for a few short values.
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { A[((n >> shift) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// `mib` MiB of generated bytes, 1 MiB at a time (never the whole file in memory); `sent`
+/// counts what the client handed over, for the progress lines.
+fn generated_body(mib: u64, sent: Arc<AtomicU64>) -> reqwest::Body {
+    let chunk = Bytes::from(vec![0x5au8; 1 << 20]);
+    let stream = futures_util::stream::iter((0..mib).map(move |_| {
+        sent.fetch_add(1 << 20, Ordering::Relaxed);
+        Ok::<_, std::io::Error>(chunk.clone())
+    }));
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Prints `label: n/total MiB` every 5 s until aborted.
+fn progress(label: String, sent: Arc<AtomicU64>, total_mib: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let mib = sent.load(Ordering::Relaxed) >> 20;
+            println!("    … {label}: {mib}/{total_mib} MiB sent after {:.0} s", started.elapsed().as_secs_f64());
+        }
+    })
+}
+
+/// Retention before the file part: the ingester knows the class when the file begins and
+/// streams it through (governance, 30 days, dispose: temporary, an `edit` element).
+fn retention_fields() -> Vec<(&'static str, String)> {
+    vec![
+        ("retention_mode", "governance".to_owned()),
+        ("retain_until", (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339()),
+        ("disposition", "dispose".to_owned()),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Ctx {
+    /// Small requests (60 s each at most).
+    http: reqwest::Client,
+    /// Large uploads (30 min each at most).
+    big: reqwest::Client,
+    token: String,
+}
+
+type Stamps = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
+/// One 4 KiB document; answers when the 201 arrived and the file id it names.
+async fn post_small(c: &Ctx, base: &str, body: Bytes, i: usize) -> anyhow::Result<(Instant, Uuid)> {
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::stream(body).file_name(format!("d{i}.txt")));
+    let r = c.http.post(format!("{base}/api/v1/files")).bearer_auth(&c.token).multipart(form).send().await?;
+    let at = Instant::now();
+    let status = r.status();
+    let text = r.text().await?;
+    anyhow::ensure!(status == 201, "upload to {base} answered {status}: {text}");
+    let v: Value = serde_json::from_str(&text).context("the 201 answer is not JSON")?;
+    let id = v["file_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).context("no file_id in the 201 answer")?;
+    Ok((at, id))
+}
+
+/// `docs` small documents from `concurrency` clients; docs/s. Every 201 is stamped in `acks`.
+async fn small_round(c: &Ctx, base: &str, docs: usize, concurrency: usize, acks: &Stamps) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let body = Bytes::from(vec![7u8; 4096]);
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..concurrency {
+        let (c, base, next, body, acks) = (c.clone(), base.to_owned(), next.clone(), body.clone(), acks.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= docs {
+                    return anyhow::Ok(());
+                }
+                let (at, id) = post_small(&c, &base, body.clone(), i).await?;
+                acks.lock().unwrap_or_else(|e| e.into_inner()).insert(id, at);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(docs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One large multipart upload (retention fields first, then the generated file); MiB/s.
+async fn multipart_large(c: &Ctx, base: &str, mib: u64, label: &str) -> anyhow::Result<f64> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in retention_fields() {
+        form = form.text(k, v);
+    }
+    let part = reqwest::multipart::Part::stream_with_length(generated_body(mib, sent.clone()), mib << 20)
+        .file_name("large.bin")
+        .mime_str("application/octet-stream")?;
+    form = form.part("file", part);
+    let ticker = progress(label.to_owned(), sent, mib);
+    let started = Instant::now();
+    let r = c.big.post(format!("{base}/api/v1/files")).bearer_auth(&c.token).multipart(form).send().await;
+    let secs = started.elapsed().as_secs_f64();
+    ticker.abort();
+    let r = r?;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    anyhow::ensure!(status == 201, "{label}: answered {status}: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_default();
+    anyhow::ensure!(
+        v["size"].as_u64() == Some(mib << 20),
+        "{label}: stored size {} (sent {} bytes)",
+        v["size"],
+        mib << 20
+    );
+    Ok(mib as f64 / secs)
+}
+
+/// The same upload through tus: create with `Upload-Length`, then PATCHes of `chunk_mib`;
+/// the last one stores the document. MiB/s from the creation to the final answer, and the
+/// seconds the final PATCH took (the ingester hashes the file and sends it to the element).
+async fn tus_large(c: &Ctx, ingester: &str, mib: u64, chunk_mib: u64, label: &str) -> anyhow::Result<(f64, f64)> {
+    let total = mib << 20;
+    let mut meta = vec![format!("filename {}", base64(b"large.bin"))];
+    for (k, v) in retention_fields() {
+        meta.push(format!("{k} {}", base64(v.as_bytes())));
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let ticker = progress(label.to_owned(), sent.clone(), mib);
+    let started = Instant::now();
+    let r = async {
+        let r = c
+            .http
+            .post(format!("{ingester}/api/v1/uploads"))
+            .bearer_auth(&c.token)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", total.to_string())
+            .header("upload-metadata", meta.join(","))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status() == 201,
+            "tus create answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).context("no Location")?.to_owned();
+        let loc = if loc.starts_with("http") { loc } else { format!("{ingester}{loc}") };
+        let chunk = Bytes::from(vec![0x5au8; (chunk_mib.max(1) << 20) as usize]);
+        let mut offset = 0u64;
+        let mut file_id = None;
+        let mut last = 0f64;
+        while offset < total {
+            let n = (total - offset).min(chunk.len() as u64);
+            let t = Instant::now();
+            let r = c
+                .big
+                .patch(&loc)
+                .bearer_auth(&c.token)
+                .header("tus-resumable", "1.0.0")
+                .header("upload-offset", offset.to_string())
+                .header("content-type", "application/offset+octet-stream")
+                .body(chunk.slice(..n as usize))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                r.status() == 204,
+                "tus PATCH at {offset} answered {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+            let at: u64 = r
+                .headers()
+                .get("upload-offset")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .context("PATCH answer without Upload-Offset")?;
+            anyhow::ensure!(at == offset + n, "tus PATCH at {offset}: the upload is at {at}, not {}", offset + n);
+            offset = at;
+            sent.store(offset, Ordering::Relaxed);
+            file_id = r.headers().get("artstore-file-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            last = t.elapsed().as_secs_f64();
+        }
+        file_id.context("the final PATCH named no ArtStore-File-Id").map(|_| last)
+    }
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    ticker.abort();
+    let last = r.with_context(|| label.to_owned())?;
+    Ok((mib as f64 / secs, last))
+}
+
+/// Waits until the ingester's `/health/ready` shows `elements_up` == `n`.
+async fn wait_elements_up(http: &reqwest::Client, ingester: &str, n: u64, secs: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(r) = http.get(format!("{ingester}/health/ready")).send().await
+            && let Ok(v) = r.json::<Value>().await
+            && v["elements_up"].as_u64() == Some(n)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the ingester at {ingester} did not see {n} element(s) up in {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process element, ingester and event bus
+// ---------------------------------------------------------------------------------------
+
+struct InProcess {
+    element: String,
+    ingester: String,
+    bus: Arc<dyn EventBus>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    async fn stop(self) {
+        // The ingester first, then the element.
+        for s in self.stops.into_iter().rev() {
+            let _ = s.send(());
+        }
+        for t in self.tasks.into_iter().rev() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+}
+
+fn verifier(jwks: &Path) -> Arc<TokenVerifier> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Arc::new(TokenVerifier::new(JwksSource::File(jwks.to_owned()), VerifierConfig::default(), clock))
+}
+
+/// Which bus the element publishes to.
+enum BusChoice {
+    Kafka { brokers: String, topic: String },
+    InProcess { why: String },
+}
+
+/// Kafka if the brokers answer (a TCP connect, then a probe event on a fresh topic, which
+/// also creates it); otherwise the in-process bus, with the reason.
+async fn choose_bus(brokers: &str) -> BusChoice {
+    if brokers.trim().is_empty() || brokers == "none" {
+        return BusChoice::InProcess { why: "--kafka none".into() };
+    }
+    let mut reachable = false;
+    for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(b)).await {
+            reachable = true;
+            break;
+        }
+    }
+    if !reachable {
+        return BusChoice::InProcess { why: format!("Kafka at {brokers} does not answer") };
+    }
+    let topic = format!("artstore-bench-{}", Uuid::new_v4().simple());
+    let mut s = KafkaSettings::new(brokers);
+    s.topic = topic.clone();
+    s.publish_timeout = Duration::from_secs(10);
+    let probe = Event {
+        kind: "mode_changed".into(),
+        file_id: None,
+        document_id: None,
+        version: None,
+        element_id: "bench-probe".into(),
+        revision: None,
+        at: chrono::Utc::now(),
+        sidecar: None,
+        mode: Some("probe".into()),
+    };
+    match KafkaBus::new(s) {
+        Ok(bus) => match bus.publish(&[probe]).await {
+            Ok(()) => BusChoice::Kafka { brokers: brokers.to_owned(), topic },
+            Err(e) => BusChoice::InProcess { why: format!("Kafka at {brokers} did not take a probe event: {e}") },
+        },
+        Err(e) => BusChoice::InProcess { why: format!("Kafka at {brokers}: {e}") },
+    }
+}
+
+async fn start_in_process(dir: &Path, jwks: &Path, bus: &BusChoice) -> anyhow::Result<InProcess> {
+    let mut cfg = ElementConfig { data: Some(dir.join("element")), ..Default::default() };
+    if let BusChoice::Kafka { brokers, topic } = bus {
+        cfg.kafka = Some(brokers.clone());
+        cfg.kafka_topic = topic.clone();
+    }
+    let v = verifier(jwks);
+    v.load().await?;
+    let el = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    cfg.listen = el.local_addr()?.to_string();
+    let element_url = format!("http://{}", el.local_addr()?);
+    let element = Element::build(cfg, v.clone(), Arc::new(SystemClock)).await?;
+    let bus = element.bus.clone();
+    let (stop_e, rx_e) = tokio::sync::oneshot::channel::<()>();
+    let task_e = tokio::spawn(element.run(el, async move {
+        let _ = rx_e.await;
+    }));
+    let icfg = IngesterConfig {
+        data: Some(dir.join("ingester")),
+        elements: Some(format!("se-1={element_url}")),
+        probe_interval_ms: 200,
+        ..Default::default()
+    };
+    let il = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ingester_url = format!("http://{}", il.local_addr()?);
+    let server = IngesterServer::build(icfg, v).await?;
+    let (stop_i, rx_i) = tokio::sync::oneshot::channel::<()>();
+    let task_i = tokio::spawn(server.run(il, async move {
+        let _ = rx_i.await;
+    }));
+    Ok(InProcess {
+        element: element_url,
+        ingester: ingester_url,
+        bus,
+        stops: vec![stop_e, stop_i],
+        tasks: vec![task_e, task_i],
+    })
+}
+
+/// A consumer in a fresh group: stamps each `ingested` event's file id when it arrives.
+struct Consumer {
+    received: Stamps,
+    probe_seen: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_consumer(bus: &Arc<dyn EventBus>) -> anyhow::Result<Consumer> {
+    let mut sub = bus
+        .subscribe(&format!("artstore-bench-{}", Uuid::new_v4().simple()))
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to the event bus: {e}"))?;
+    let received: Stamps = Arc::default();
+    let probe_seen = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (r, p, e, s) = (received.clone(), probe_seen.clone(), errors.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        while !s.load(Ordering::Relaxed) {
+            match sub.next(Duration::from_millis(200)).await {
+                Ok(Some(d)) => {
+                    let at = Instant::now();
+                    p.store(true, Ordering::Relaxed);
+                    if d.event.kind == "ingested"
+                        && let Some(f) = d.event.file_id
+                    {
+                        r.lock().unwrap_or_else(|e| e.into_inner()).entry(f).or_insert(at);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    e.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(Consumer { received, probe_seen, errors, stop, task })
+}
+
+// ---------------------------------------------------------------------------------------
+// Real processes (phase 5)
+// ---------------------------------------------------------------------------------------
+
+/// A child process killed (SIGKILL, by its handle) when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(args: &[String], env: &[(&str, &str)], log: PathBuf) -> anyhow::Result<Proc> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(args).stdout(Stdio::null()).stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(Proc { child: cmd.spawn().with_context(|| format!("starting artstore {}", args[0]))?, log })
+    }
+
+    /// The last lines of its log, for an error message.
+    fn tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct RssResult {
+    idle_hwm: f64,
+    peak_hwm: f64,
+    max_sampled: f64,
+    element_hwm: f64,
+    mib_per_s: f64,
+}
+
+async fn rss_phase(c: &Ctx, dir: &Path, jwks: &Path, mib: u64) -> anyhow::Result<RssResult> {
+    std::fs::create_dir_all(dir)?;
+    let (ep, ip) = (free_port()?, free_port()?);
+    let element_url = format!("http://127.0.0.1:{ep}");
+    let ingester_url = format!("http://127.0.0.1:{ip}");
+    let s = |p: &Path| p.display().to_string();
+    let element = Proc::spawn(
+        &[
+            "storage-element".into(),
+            "--data".into(),
+            s(&dir.join("element")),
+            "--listen".into(),
+            format!("127.0.0.1:{ep}"),
+            "--jwks".into(),
+            s(jwks),
+            "--log-format".into(),
+            "json".into(),
+        ],
+        &[],
+        dir.join("element.log"),
+    )?;
+    let ingester = Proc::spawn(
+        &[
+            "ingester".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{ip}"),
+            "--data".into(),
+            s(&dir.join("ingester")),
+            "--jwks".into(),
+            s(jwks),
+            "--elements".into(),
+            format!("se-1={element_url}"),
+            "--log-format".into(),
+            "json".into(),
+        ],
+        &[("ARTSTORE_PROBE_INTERVAL_MS", "200")],
+        dir.join("ingester.log"),
+    )?;
+    if let Err(e) = wait_elements_up(&c.http, &ingester_url, 1, 60).await {
+        anyhow::bail!("{e}; element log: {}; ingester log: {}", element.tail(), ingester.tail());
+    }
+    let pid = ingester.child.id();
+    let idle_hwm = proc_status_mib(pid, "VmHWM").context("VmHWM of the ingester process")?;
+    println!(
+        "  processes up: element pid {}, ingester pid {pid} (VmHWM {idle_hwm:.1} MiB idle); streaming {mib} MiB through the ingester",
+        element.child.id()
+    );
+    // Samples VmRSS too, so a peak is seen as it happens (VmHWM is the kernel's own peak).
+    let max_sampled = Arc::new(Mutex::new(0f64));
+    let sampler = {
+        let m = max_sampled.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(r) = proc_status_mib(pid, "VmRSS") {
+                    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                    *g = g.max(r);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let rate = multipart_large(c, &ingester_url, mib, "ingester process upload").await;
+    sampler.abort();
+    let rate = match rate {
+        Ok(r) => r,
+        Err(e) => anyhow::bail!("{e:#}; ingester log: {}", ingester.tail()),
+    };
+    let peak_hwm = proc_status_mib(pid, "VmHWM").context("VmHWM of the ingester process")?;
+    let element_hwm = proc_status_mib(element.child.id(), "VmHWM").unwrap_or(0.0);
+    let max_sampled = *max_sampled.lock().unwrap_or_else(|e| e.into_inner());
+    drop(ingester);
+    drop(element);
+    Ok(RssResult { idle_hwm, peak_hwm, max_sampled, element_hwm, mib_per_s: rate })
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------
+
+struct SmallResult {
+    direct: f64,
+    ingester: f64,
+    median_ratio: f64,
+}
+
+struct EventsResult {
+    bus: String,
+    acked: usize,
+    received: usize,
+    events_per_s: f64,
+    acks_per_s: f64,
+    peak_1s: f64,
+    lag: Vec<Duration>,
+    errors: u64,
+}
+
+#[derive(Default)]
+struct Results {
+    small: Option<SmallResult>,
+    events: Option<EventsResult>,
+    /// (direct, ingester) MiB/s.
+    large: Option<(f64, f64)>,
+    /// (multipart through the ingester, tus) MiB/s, and the final PATCH's share of tus's time.
+    tus: Option<(f64, f64, f64)>,
+    rss: Option<RssResult>,
+}
+
+pub async fn run(mut a: IngesterBenchArgs) -> anyhow::Result<()> {
+    if a.quick {
+        (a.large_mib, a.docs, a.rounds, a.rss_mib) =
+            (a.large_mib.min(64), a.docs.min(100), a.rounds.min(4), a.rss_mib.min(256));
+    }
+    anyhow::ensure!(a.docs > 0 && a.concurrency > 0 && a.rounds > 0, "--docs, --concurrency and --rounds must be > 0");
+    if std::fs::metadata(&a.dir).is_ok() {
+        std::fs::remove_dir_all(&a.dir).with_context(|| format!("{}", a.dir.display()))?;
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("{}", a.dir.display()))?;
+    let dir = std::fs::canonicalize(&a.dir)?;
+    let mut results = Results::default();
+    let outcome = phases(&a, &dir, &mut results).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    summary(&a, &results);
+    outcome
+}
+
+async fn phases(a: &IngesterBenchArgs, dir: &Path, res: &mut Results) -> anyhow::Result<()> {
+    println!(
+        "artstore bench ingester: {} cores, file system {}{}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        crate::bench::bench_fs_type(dir),
+        if a.quick { " (--quick: small sizes, a smoke test)" } else { "" }
+    );
+    let keys = dir.join("keys");
+    let signer = LocalSigner::load_or_create(&keys)?;
+    let jwks = keys.join(JWKS_FILE);
+    let token = signer.issue("bench", &["writer".to_owned()], Duration::from_secs(24 * 3600), chrono::Utc::now())?;
+    let c = Ctx {
+        http: reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(60)).build()?,
+        big: reqwest::Client::builder().pool_max_idle_per_host(8).timeout(Duration::from_secs(1800)).build()?,
+        token,
+    };
+
+    let choice = choose_bus(&a.kafka).await;
+    let bus_name = match &choice {
+        BusChoice::Kafka { brokers, topic } => {
+            println!("events: Kafka at {brokers}, fresh topic {topic}");
+            format!("kafka {brokers}")
+        }
+        BusChoice::InProcess { why } => {
+            println!("events: the IN-PROCESS bus ({why})");
+            "in-process (no Kafka)".to_owned()
+        }
+    };
+    let srv = start_in_process(&dir.join("inproc"), &jwks, &choice).await?;
+    let r = in_process_phases(a, &c, &srv, bus_name, res).await;
+    srv.stop().await;
+    r?;
+
+    if a.rss_mib > 0 {
+        println!("phase 5: ingester memory, real processes (artstore storage-element + artstore ingester)");
+        let r = rss_phase(&c, &dir.join("rss"), &jwks, a.rss_mib).await?;
+        println!(
+            "  {} MiB through the ingester process at {:.1} MiB/s: ingester VmHWM {:.1} MiB (idle {:.1}, max sampled VmRSS {:.1}); element VmHWM {:.1} MiB",
+            a.rss_mib, r.mib_per_s, r.peak_hwm, r.idle_hwm, r.max_sampled, r.element_hwm
+        );
+        res.rss = Some(r);
+    }
+    Ok(())
+}
+
+async fn in_process_phases(
+    a: &IngesterBenchArgs,
+    c: &Ctx,
+    srv: &InProcess,
+    bus_name: String,
+    res: &mut Results,
+) -> anyhow::Result<()> {
+    wait_elements_up(&c.http, &srv.ingester, 1, 30).await?;
+    let consumer = start_consumer(&srv.bus).await?;
+    // Kafka: the consumer has joined its group once it reads the probe (or the element's
+    // first mode event); the load starts only then, so no lag counts a group join.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !consumer.probe_seen.load(Ordering::Relaxed) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !consumer.probe_seen.load(Ordering::Relaxed) {
+        println!("  warning: the consumer read nothing in 30 s; lags may include its group join");
+    }
+
+    // Phase 1 (with 4 measured alongside).
+    println!(
+        "phase 1: small documents (4 KiB, {} clients, {} docs per round and contender, {} rounds), ingester vs direct",
+        a.concurrency, a.docs, a.rounds
+    );
+    let acks: Stamps = Arc::default();
+    let started = Instant::now();
+    let (mut direct, mut ing, mut ratios) = (vec![], vec![], vec![]);
+    for round in 1..=a.rounds {
+        // Alternate who goes first, so neither always meets the disk after the other.
+        let (d, i) = if round % 2 == 1 {
+            let i = small_round(c, &srv.ingester, a.docs, a.concurrency, &acks).await?;
+            (small_round(c, &srv.element, a.docs, a.concurrency, &acks).await?, i)
+        } else {
+            let d = small_round(c, &srv.element, a.docs, a.concurrency, &acks).await?;
+            (d, small_round(c, &srv.ingester, a.docs, a.concurrency, &acks).await?)
+        };
+        let seen = consumer.received.lock().unwrap_or_else(|e| e.into_inner()).len();
+        println!(
+            "  round {round:2}/{}: direct {d:7.1} docs/s   ingester {i:7.1} docs/s   ratio {:5.1} %   (events received so far: {seen})",
+            a.rounds,
+            100.0 * i / d
+        );
+        direct.push(d);
+        ing.push(i);
+        ratios.push(i / d);
+    }
+    // Same documents per round: the ratio of harmonic means is the ratio of total times.
+    let hmean = |v: &[f64]| v.len() as f64 / v.iter().map(|x| 1.0 / x).sum::<f64>();
+    let small = SmallResult { direct: hmean(&direct), ingester: hmean(&ing), median_ratio: median(ratios) };
+    println!(
+        "  all rounds: direct {:.1} docs/s, ingester {:.1} docs/s = {:.1} % (ratio of totals); median of per-round ratios {:.1} %",
+        small.direct,
+        small.ingester,
+        100.0 * small.ingester / small.direct,
+        100.0 * small.median_ratio
+    );
+    res.small = Some(small);
+
+    // Phase 4: what the consumer saw of the load.
+    let acked: HashMap<Uuid, Instant> = acks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let last_ack = acked.values().max().copied().unwrap_or(started);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = {
+            let r = consumer.received.lock().unwrap_or_else(|e| e.into_inner());
+            acked.keys().filter(|k| r.contains_key(k)).count()
+        };
+        if n == acked.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    consumer.stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(5), consumer.task).await;
+    let received: HashMap<Uuid, Instant> = consumer.received.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut lag: Vec<Duration> =
+        acked.iter().filter_map(|(f, a)| received.get(f).map(|r| r.saturating_duration_since(*a))).collect();
+    lag.sort();
+    let got: Vec<Instant> = acked.keys().filter_map(|f| received.get(f).copied()).collect();
+    let last_event = got.iter().max().copied().unwrap_or(started);
+    let mut buckets: HashMap<u64, usize> = HashMap::new();
+    for t in &got {
+        *buckets.entry(t.saturating_duration_since(started).as_secs()).or_default() += 1;
+    }
+    let ev = EventsResult {
+        bus: bus_name,
+        acked: acked.len(),
+        received: got.len(),
+        events_per_s: got.len() as f64 / last_event.saturating_duration_since(started).as_secs_f64().max(1e-9),
+        acks_per_s: acked.len() as f64 / last_ack.saturating_duration_since(started).as_secs_f64().max(1e-9),
+        peak_1s: buckets.values().copied().max().unwrap_or(0) as f64,
+        lag,
+        errors: consumer.errors.load(Ordering::Relaxed),
+    };
+    println!(
+        "phase 4: event publisher ({}): {}/{} ingested events received, {:.1} events/s (uploads acknowledged {:.1}/s), peak {:.0} in one second; lag 201 → event p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
+        ev.bus,
+        ev.received,
+        ev.acked,
+        ev.events_per_s,
+        ev.acks_per_s,
+        ev.peak_1s,
+        ms(percentile(&ev.lag, 0.5)),
+        ms(percentile(&ev.lag, 0.99)),
+        ms(ev.lag.last().copied().unwrap_or_default()),
+        if ev.errors > 0 { format!(" ({} consumer errors)", ev.errors) } else { String::new() }
+    );
+    res.events = Some(ev);
+
+    if a.large_mib == 0 {
+        return Ok(());
+    }
+    // Phase 2: ABBA, so a drift in either direction weighs on both.
+    let m = a.large_mib;
+    println!(
+        "phase 2: one large upload ({m} MiB, retention fields first: streamed through), ingester vs direct, 2 runs each (ABBA)"
+    );
+    let mut d = vec![];
+    let mut i = vec![];
+    for (k, through) in [true, false, false, true].into_iter().enumerate() {
+        let (base, label) = if through { (&srv.ingester, "through the ingester") } else { (&srv.element, "direct") };
+        let r = multipart_large(c, base, m, label).await?;
+        println!("  run {}: {label:<20} {r:7.1} MiB/s", k + 1);
+        if through { i.push(r) } else { d.push(r) }
+    }
+    // Same size each run: harmonic means are the ratio of total times.
+    let (dm, im) = (hmean(&d), hmean(&i));
+    println!("  direct {dm:.1} MiB/s, ingester {im:.1} MiB/s = {:.1} %", 100.0 * im / dm);
+    res.large = Some((dm, im));
+
+    println!(
+        "phase 3: tus ({m} MiB in {} MiB PATCHes) vs plain multipart, both through the ingester, 2 runs each (ABBA)",
+        a.chunk_mib
+    );
+    let mut t = vec![];
+    let mut p = vec![];
+    let mut finals = vec![];
+    for (k, tus) in [true, false, false, true].into_iter().enumerate() {
+        if tus {
+            let (r, last) = tus_large(c, &srv.ingester, m, a.chunk_mib, "tus").await?;
+            let share = last * r / m as f64;
+            println!(
+                "  run {}: tus                  {r:7.1} MiB/s   (final PATCH, hash + store on the element: {last:.1} s = {:.0} % of the time)",
+                k + 1,
+                100.0 * share
+            );
+            t.push(r);
+            finals.push(share);
+        } else {
+            let r = multipart_large(c, &srv.ingester, m, "multipart").await?;
+            println!("  run {}: multipart            {r:7.1} MiB/s", k + 1);
+            p.push(r);
+        }
+    }
+    let (pm, tm) = (hmean(&p), hmean(&t));
+    let final_share = finals.iter().sum::<f64>() / finals.len() as f64;
+    println!(
+        "  multipart {pm:.1} MiB/s, tus {tm:.1} MiB/s = {:.1} %; the final PATCH took {:.0} % of tus's time",
+        100.0 * tm / pm,
+        100.0 * final_share
+    );
+    res.tus = Some((pm, tm, final_share));
+    Ok(())
+}
+
+fn summary(a: &IngesterBenchArgs, r: &Results) {
+    let row = |what: &str, base: String, got: String, ratio: String, goal: String| {
+        println!("{what:<40} {base:>26} {got:>26} {ratio:>9}  {goal}");
+    };
+    println!();
+    println!(
+        "summary ({}; baselines measured in this run, on the same disk)",
+        if a.quick { "--quick" } else { "full run" }
+    );
+    row("measure", "baseline".into(), "measured".into(), "ratio".into(), "goal".into());
+    println!("{}", "-".repeat(122));
+    match &r.small {
+        Some(s) => {
+            let ratio = s.ingester / s.direct;
+            row(
+                &format!("small docs 4 KiB, {} clients (totals)", a.concurrency),
+                format!("direct {:.1} docs/s", s.direct),
+                format!("ingester {:.1} docs/s", s.ingester),
+                format!("{:.1} %", 100.0 * ratio),
+                format!(">= 80 %: {}", goal(ratio >= RATIO_GOAL)),
+            );
+            row(
+                &format!("  median of {} per-round ratios", a.rounds),
+                String::new(),
+                String::new(),
+                format!("{:.1} %", 100.0 * s.median_ratio),
+                format!(">= 80 %: {}", goal(s.median_ratio >= RATIO_GOAL)),
+            );
+        }
+        None => row("small docs", "-".into(), "not measured".into(), "-".into(), String::new()),
+    }
+    match &r.large {
+        Some((d, i)) => row(
+            &format!("large upload {} MiB", a.large_mib),
+            format!("direct {d:.1} MiB/s"),
+            format!("ingester {i:.1} MiB/s"),
+            format!("{:.1} %", 100.0 * i / d),
+            format!(">= 80 %: {}", goal(i / d >= RATIO_GOAL)),
+        ),
+        None => row("large upload", "-".into(), "not measured".into(), "-".into(), String::new()),
+    }
+    match &r.tus {
+        Some((p, t, f)) => row(
+            &format!("tus {} MiB in {} MiB PATCHes", a.large_mib, a.chunk_mib),
+            format!("multipart {p:.1} MiB/s"),
+            format!("tus {t:.1} MiB/s"),
+            format!("{:.1} %", 100.0 * t / p),
+            format!("(final PATCH {:.0} % of the time)", 100.0 * f),
+        ),
+        None => row("tus", "-".into(), "not measured".into(), "-".into(), String::new()),
+    }
+    match &r.events {
+        Some(e) => {
+            row(
+                &format!("event publisher, {}", e.bus),
+                format!("acks {:.1}/s", e.acks_per_s),
+                format!("events {:.1}/s", e.events_per_s),
+                format!("{:.1} %", 100.0 * e.events_per_s / e.acks_per_s),
+                format!("{}/{} events received, peak {:.0}/s", e.received, e.acked, e.peak_1s),
+            );
+            row(
+                "  lag 201 → ingested event at consumer",
+                String::new(),
+                format!("p50 {:.1} / p99 {:.1} ms", ms(percentile(&e.lag, 0.5)), ms(percentile(&e.lag, 0.99))),
+                String::new(),
+                format!("max {:.1} ms", ms(e.lag.last().copied().unwrap_or_default())),
+            );
+        }
+        None => row("event publisher", "-".into(), "not measured".into(), "-".into(), String::new()),
+    }
+    match &r.rss {
+        Some(m) => row(
+            &format!("ingester peak RSS, {} MiB upload", a.rss_mib),
+            format!("idle {:.1} MiB", m.idle_hwm),
+            format!("VmHWM {:.1} MiB", m.peak_hwm),
+            String::new(),
+            format!("< {RSS_GOAL_MIB:.0} MiB: {} ({:.1} MiB/s)", goal(m.peak_hwm < RSS_GOAL_MIB), m.mib_per_s),
+        ),
+        None => row("ingester peak RSS", "-".into(), "not measured".into(), "-".into(), String::new()),
+    }
+}
