@@ -182,6 +182,25 @@ async fn post_file(State(s): State<AppState>, caller: Caller, req: Request) -> R
     .await
 }
 
+/// A SHA-256 computed only when a digest will be compared.
+#[derive(Clone)]
+pub struct MaybeSha(Option<ring::digest::Context>);
+
+impl MaybeSha {
+    pub fn new(on: bool) -> Self {
+        Self(on.then(|| ring::digest::Context::new(&ring::digest::SHA256)))
+    }
+    pub fn update(&mut self, b: &[u8]) {
+        if let Some(c) = self.0.as_mut() {
+            c.update(b);
+        }
+    }
+    /// The digest in hex, if it was computed.
+    pub fn hex(self) -> Option<String> {
+        self.0.map(|c| hex(c.finish().as_ref()))
+    }
+}
+
 /// What has been read of the client's form when the file part begins.
 struct FormSoFar {
     fields: UploadFields,
@@ -202,7 +221,8 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
     let request_digest = headers.get("content-digest").map(sha256_from_digest_header).transpose()?.flatten();
     let declared: Option<u64> =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let body_hash = Arc::new(Mutex::new(ring::digest::Context::new(&ring::digest::SHA256)));
+    // Digests cost a pass over every byte: computed only when the client gave one to compare.
+    let body_hash = Arc::new(Mutex::new(MaybeSha::new(request_digest.is_some())));
     let hasher = body_hash.clone();
     let stream = body.into_data_stream().map_ok(move |chunk| {
         hasher.lock().unwrap_or_else(|e| e.into_inner()).update(&chunk);
@@ -212,7 +232,7 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
     let mut fields = UploadFields::default();
     let limit = ing.cfg.replay_buffer_bytes as usize;
     let malformed = |e: multer::Error| bad(format!("malformed multipart body: {e}"));
-    let mut file: Option<(FileHead, Bytes, String)> = None;
+    let mut file: Option<(FileHead, Bytes, Option<String>)> = None;
     while let Some(mut field) = mp.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or("").to_owned();
         if name != "file" {
@@ -232,7 +252,7 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
             sha256: None,
         };
         let part_digest = field.headers().get("content-digest").map(sha256_from_digest_header).transpose()?.flatten();
-        let mut file_hash = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut file_hash = MaybeSha::new(request_digest.is_some() || part_digest.is_some());
         let mut buf: Vec<u8> = Vec::new();
         while let Some(c) = field.chunk().await.map_err(malformed)? {
             file_hash.update(&c);
@@ -255,24 +275,24 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
                 .await;
             }
         }
-        let sha = hex(file_hash.finish().as_ref());
-        if let Some(expected) = part_digest
+        let sha = file_hash.hex();
+        if let (Some(expected), Some(sha)) = (&part_digest, &sha)
             && expected != sha
         {
-            return Err(digest_mismatch(&expected, &sha));
+            return Err(digest_mismatch(expected, sha));
         }
         file = Some((head, Bytes::from(buf), sha));
     }
     let (mut head, content, sha) = file.ok_or_else(|| bad("the multipart body has no \"file\" part"))?;
-    if let Some(expected) = request_digest {
+    if let (Some(expected), Some(sha)) = (&request_digest, &sha) {
         // RFC 9530 digests the message content (the multipart body); clients commonly
         // digest the file itself. Either matching is proof of an intact upload.
-        let body = hex(body_hash.lock().unwrap_or_else(|e| e.into_inner()).clone().finish().as_ref());
-        if expected != sha && expected != body {
-            return Err(digest_mismatch(&expected, &sha));
+        let body = body_hash.lock().unwrap_or_else(|e| e.into_inner()).clone().hex();
+        if expected != sha && Some(expected) != body.as_ref() {
+            return Err(digest_mismatch(expected, sha));
         }
     }
-    head.sha256 = Some(sha);
+    head.sha256 = sha;
     let size = content.len() as u64;
     let outcome = ing.store(&token, &fields, &head, &Content::Memory(content), size).await?;
     Ok(stored_answer(outcome))
@@ -288,10 +308,10 @@ async fn stream_through(
     token: &str,
     so_far: FormSoFar,
     buffered: Vec<u8>,
-    file_hash: ring::digest::Context,
+    file_hash: MaybeSha,
     field: multer::Field<'static>,
     mp: multer::Multipart<'static>,
-    body_hash: Arc<Mutex<ring::digest::Context>>,
+    body_hash: Arc<Mutex<MaybeSha>>,
     request_digest: Option<String>,
     declared: Option<u64>,
 ) -> Result<Answer, ApiError> {
@@ -382,8 +402,8 @@ const ELEMENT_STOPPED: &str = "element-stopped";
 struct Rest {
     field: multer::Field<'static>,
     mp: multer::Multipart<'static>,
-    file_hash: ring::digest::Context,
-    body_hash: Arc<Mutex<ring::digest::Context>>,
+    file_hash: MaybeSha,
+    body_hash: Arc<Mutex<MaybeSha>>,
     part_digest: Option<String>,
     request_digest: Option<String>,
     counted: Arc<std::sync::atomic::AtomicU64>,
@@ -422,14 +442,14 @@ async fn produce(
         artstore_shared::upload::check_field(&name, &v).map_err(bad)?;
         send(w.text(&name, &v)).await?;
     }
-    let sha = hex(file_hash.finish().as_ref());
+    let sha = file_hash.hex().unwrap_or_default();
     if let Some(expected) = &part_digest
         && *expected != sha
     {
         return Err(digest_mismatch(expected, &sha));
     }
     if let Some(expected) = &request_digest {
-        let body = hex(body_hash.lock().unwrap_or_else(|e| e.into_inner()).clone().finish().as_ref());
+        let body = body_hash.lock().unwrap_or_else(|e| e.into_inner()).clone().hex().unwrap_or_default();
         if *expected != sha && *expected != body {
             return Err(digest_mismatch(expected, &sha));
         }

@@ -6,7 +6,7 @@
 //! and the final `PATCH` answers `ArtStore-File-Id` and `ArtStore-Element-Id`.
 
 use crate::api::{Answer, AppState, bearer, once};
-use crate::form::{bad, hex};
+use crate::form::bad;
 use crate::store::{Content, FileHead, Ingester, Outcome};
 use artstore_shared::auth::{Caller, Permission};
 use artstore_shared::upload::{FORM_FIELDS, UploadFields};
@@ -670,8 +670,9 @@ async fn finish(
         })
         .map_err(io)?;
     let info = session.info();
-    let sha = file_sha256(session.data()).await.map_err(io)?;
-    let head = FileHead { filename: info.filename.clone(), content_type: info.content_type.clone(), sha256: Some(sha) };
+    // No digest of our own: chunks were checked as they came (Upload-Checksum), and the
+    // element digests what it stores; reading the whole file once more here only cost time.
+    let head = FileHead { filename: info.filename.clone(), content_type: info.content_type.clone(), sha256: None };
     let r = ing.store(token, &info.fields, &head, &Content::Disk(session.data()), info.length).await;
     match r {
         Ok(Outcome::Stored { element_id, file_id, sidecar }) => {
@@ -728,25 +729,6 @@ async fn finish(
             Err(e)
         }
     }
-}
-
-async fn file_sha256(path: PathBuf) -> std::io::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read as _;
-        let mut f = std::fs::File::open(path)?;
-        let mut c = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            c.update(&buf[..n]);
-        }
-        Ok(hex(c.finish().as_ref()))
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// Runs the expiry sweep (and the idempotency keys' sweep) every `interval`.

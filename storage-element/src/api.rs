@@ -136,10 +136,14 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_owned());
     let request_digest = req.headers().get("content-digest").map(sha256_from_digest_header).transpose()?.flatten();
-    let body_hash = Arc::new(Mutex::new(ring::digest::Context::new(&ring::digest::SHA256)));
+    // The body's digest is a pass over every byte: only when the client sent one to compare.
+    let body_hash =
+        Arc::new(Mutex::new(request_digest.is_some().then(|| ring::digest::Context::new(&ring::digest::SHA256))));
     let hasher = body_hash.clone();
     let stream = req.into_body().into_data_stream().map_ok(move |chunk| {
-        hasher.lock().unwrap_or_else(|e| e.into_inner()).update(&chunk);
+        if let Some(h) = hasher.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            h.update(&chunk);
+        }
         chunk
     });
     let mut mp = multer::Multipart::new(artstore_shared::upload::paced(stream), boundary);
@@ -239,7 +243,12 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
         return Err(StoreError::DigestMismatch { expected, actual: staged.sha256.clone() }.into());
     }
     if let Some(expected) = request_digest {
-        let body = crate::audit::hex(body_hash.lock().unwrap_or_else(|e| e.into_inner()).clone().finish().as_ref());
+        let body = body_hash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .map(|c| crate::audit::hex(c.finish().as_ref()))
+            .unwrap_or_default();
         // RFC 9530 digests the message content (the multipart body); clients commonly
         // digest the file itself. Either matching is proof of an intact upload.
         if expected != staged.sha256 && expected != body {
