@@ -839,7 +839,7 @@ async fn in_process_phases(
             let (r, last) = tus_large(c, &srv.ingester, m, a.chunk_mib, "tus").await?;
             let share = last * r / m as f64;
             println!(
-                "  run {}: tus                  {r:7.1} MiB/s   (final PATCH, hash + store on the element: {last:.1} s = {:.0} % of the time)",
+                "  run {}: tus                  {r:7.1} MiB/s   (final PATCH, storing on the element: {last:.1} s = {:.0} % of the time)",
                 k + 1,
                 100.0 * share
             );
