@@ -234,7 +234,7 @@ async fn multipart_large(c: &Ctx, base: &str, mib: u64, label: &str) -> anyhow::
 
 /// The same upload through tus: create with `Upload-Length`, then PATCHes of `chunk_mib`;
 /// the last one stores the document. MiB/s from the creation to the final answer, and the
-/// seconds the final PATCH took (the ingester hashes the file and sends it to the element).
+/// seconds the final PATCH took (the ingester sends the file to the element).
 async fn tus_large(c: &Ctx, ingester: &str, mib: u64, chunk_mib: u64, label: &str) -> anyhow::Result<(f64, f64)> {
     let total = mib << 20;
     let mut meta = vec![format!("filename {}", base64(b"large.bin"))];
