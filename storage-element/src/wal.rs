@@ -403,10 +403,13 @@ impl WalTail {
                 }
             }
             self.current = Some((first, path, offset + complete as u64));
-            // Move on only when this segment is finished and a later one exists.
+            // Move on when a later segment existed before this one was read: nothing is
+            // appended to a segment once its successor exists (rotation and restarts open
+            // the next one before writing to it), so an unfinished last line here is torn
+            // for good (a crash mid-append) and must not hold the reader back.
             match segs.iter().find(|(s, _)| *s > first) {
-                Some((next, next_path)) if complete == buf.len() => self.current = Some((*next, next_path.clone(), 0)),
-                _ => return Ok(out),
+                Some((next, next_path)) => self.current = Some((*next, next_path.clone(), 0)),
+                None => return Ok(out),
             }
         }
     }
@@ -471,6 +474,23 @@ mod tests {
         let mut from2 = WalTail::new(d.path(), 2);
         assert_eq!(from2.read_new().unwrap().iter().map(WalRecord::seq).collect::<Vec<_>>(), vec![3]);
         assert_eq!(from2.position(), 3);
+    }
+
+    #[tokio::test]
+    async fn tail_moves_past_a_torn_last_line() {
+        let d = tempfile::tempdir().unwrap();
+        let wal = Wal::open(d.path(), 1).unwrap();
+        wal.intent(intent(WalOp::Create)).await.unwrap();
+        drop(wal);
+        // A crash mid-append left half a line at the end of the first segment.
+        let first = segment_path(d.path(), 1);
+        std::fs::OpenOptions::new().append(true).open(&first).unwrap().write_all(b"{\"t\":\"commit\",\"se").unwrap();
+        let mut tail = WalTail::new(d.path(), 0);
+        assert_eq!(tail.read_new().unwrap().len(), 1);
+        // After the restart the log goes on in a new segment: the tail follows it.
+        let wal = Wal::open(d.path(), 2).unwrap();
+        wal.intent(intent(WalOp::Update)).await.unwrap();
+        assert_eq!(tail.read_new().unwrap().iter().map(WalRecord::seq).collect::<Vec<_>>(), vec![2]);
     }
 
     #[tokio::test]
