@@ -253,11 +253,15 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
         };
         let part_digest = field.headers().get("content-digest").map(sha256_from_digest_header).transpose()?.flatten();
         let mut file_hash = MaybeSha::new(request_digest.is_some() || part_digest.is_some());
-        let mut buf: Vec<u8> = Vec::new();
+        // Held as the chunks that arrived (no copies): one contiguous buffer grown by
+        // doubling cost up to twice the replay limit, and again when the prefix was built.
+        let mut buf: Vec<Bytes> = Vec::new();
+        let mut held = 0usize;
         while let Some(c) = field.chunk().await.map_err(malformed)? {
             file_hash.update(&c);
-            buf.extend_from_slice(&c);
-            if buf.len() > limit {
+            held += c.len();
+            buf.push(c);
+            if held > limit {
                 // Too big to hold: it streams through to one element.
                 let so_far = FormSoFar { fields, head, part_digest };
                 return stream_through(
@@ -281,7 +285,7 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
         {
             return Err(digest_mismatch(expected, sha));
         }
-        file = Some((head, Bytes::from(buf), sha));
+        file = Some((head, Bytes::from(buf.concat()), sha));
     }
     let (mut head, content, sha) = file.ok_or_else(|| bad("the multipart body has no \"file\" part"))?;
     if let (Some(expected), Some(sha)) = (&request_digest, &sha) {
@@ -307,7 +311,7 @@ async fn stream_through(
     ing: &Arc<Ingester>,
     token: &str,
     so_far: FormSoFar,
-    buffered: Vec<u8>,
+    buffered: Vec<Bytes>,
     file_hash: MaybeSha,
     field: multer::Field<'static>,
     mp: multer::Multipart<'static>,
@@ -357,15 +361,14 @@ async fn stream_through(
         prefix.extend_from_slice(&w.text("after_version", &a.to_string()));
     }
     prefix.extend_from_slice(&w.file_head(&head.filename, &head.content_type, part_digest.as_deref()));
-    prefix.extend_from_slice(&buffered);
-    let size = Arc::new(std::sync::atomic::AtomicU64::new(buffered.len() as u64));
+    let size = Arc::new(std::sync::atomic::AtomicU64::new(buffered.iter().map(|b| b.len() as u64).sum()));
     let counted = size.clone();
     let wr = w.clone();
     let (field, mp) = (field, mp);
     // The producer: the rest of the client's body, checked, then the closing boundary.
     let rest = Rest { field, mp, file_hash, body_hash, part_digest, request_digest, counted };
     let producer = tokio::spawn(async move {
-        let r = produce(&tx, &wr, Bytes::from(prefix), rest).await;
+        let r = produce(&tx, &wr, Bytes::from(prefix), buffered, rest).await;
         if let Err(e) = &r {
             // Breaks the request to the element: it keeps nothing of a broken body.
             let _ = tx.send(Err(std::io::Error::other(e.detail.clone()))).await;
@@ -415,6 +418,7 @@ async fn produce(
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     w: &MultipartWriter,
     prefix: Bytes,
+    buffered: Vec<Bytes>,
     rest: Rest,
 ) -> Result<(), ApiError> {
     let Rest { mut field, mut mp, mut file_hash, body_hash, part_digest, request_digest, counted } = rest;
@@ -425,6 +429,9 @@ async fn produce(
     };
     let malformed = |e: multer::Error| bad(format!("malformed multipart body: {e}"));
     send(prefix).await?;
+    for b in buffered {
+        send(b).await?;
+    }
     while let Some(c) = field.chunk().await.map_err(malformed)? {
         file_hash.update(&c);
         counted.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
