@@ -31,17 +31,7 @@ pub fn digest_mismatch(expected: &str, actual: &str) -> ApiError {
     )
 }
 
-/// Largest text field.
-pub const MAX_FIELD_BYTES: usize = 1 << 20;
-
 /// Reads one text field whole.
-pub async fn text_field(mut field: multer::Field<'_>, name: &str) -> Result<String, ApiError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
-        buf.extend_from_slice(&chunk);
-        if buf.len() > MAX_FIELD_BYTES {
-            return Err(bad(format!("part {name:?} is larger than {MAX_FIELD_BYTES} bytes")));
-        }
-    }
-    String::from_utf8(buf).map_err(|_| bad(format!("part {name:?} is not UTF-8")))
+pub async fn text_field(field: multer::Field<'_>, name: &str) -> Result<String, ApiError> {
+    artstore_shared::upload::read_text_field(field, name).await.map_err(bad)
 }

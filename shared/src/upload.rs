@@ -98,6 +98,21 @@ impl UploadFields {
     }
 }
 
+/// Largest text field of an upload form.
+pub const MAX_FIELD_BYTES: usize = 1 << 20;
+
+/// Reads one text field of a multipart form whole; the error says what is wrong with it.
+pub async fn read_text_field(mut field: multer::Field<'_>, name: &str) -> Result<String, String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| format!("malformed multipart body: {e}"))? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_FIELD_BYTES {
+            return Err(format!("part {name:?} is larger than {MAX_FIELD_BYTES} bytes"));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| format!("part {name:?} is not UTF-8"))
+}
+
 /// The sha-256 (hex) an RFC 9530 `Content-Digest` / `Repr-Digest` value names, if any
 /// (other algorithms are ignored, as the RFC allows).
 pub fn sha256_from_content_digest(value: &str) -> Result<Option<String>, String> {

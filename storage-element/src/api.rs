@@ -105,17 +105,8 @@ fn sha256_from_digest_header(v: &HeaderValue) -> ApiResult<Option<String>> {
     artstore_shared::upload::sha256_from_content_digest(s).map_err(bad)
 }
 
-const MAX_FIELD_BYTES: usize = 1 << 20;
-
-async fn text_field(mut field: multer::Field<'_>, name: &str) -> ApiResult<String> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
-        buf.extend_from_slice(&chunk);
-        if buf.len() > MAX_FIELD_BYTES {
-            return Err(bad(format!("part {name:?} is larger than {MAX_FIELD_BYTES} bytes")));
-        }
-    }
-    String::from_utf8(buf).map_err(|_| bad(format!("part {name:?} is not UTF-8")))
+async fn text_field(field: multer::Field<'_>, name: &str) -> ApiResult<String> {
+    artstore_shared::upload::read_text_field(field, name).await.map_err(bad)
 }
 
 /// `POST /api/v1/files`: multipart upload, streamed to disk and hashed on the way.
