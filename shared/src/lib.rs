@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod retention;
+pub mod sidecar;
 pub mod telemetry;
 pub mod tls;
 pub mod upload;

@@ -18,7 +18,7 @@ pub mod pg;
 pub mod policies;
 pub mod rebuild;
 pub mod server;
-pub mod sidecar;
+pub use artstore_shared::sidecar;
 pub mod store;
 pub mod synthetic;
 pub mod verify;
