@@ -255,3 +255,150 @@ impl AdminClient {
         send_json(self.http.get(&url).bearer_auth(token), &url).await
     }
 }
+
+/// One page of an element's listing feed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListingPage {
+    /// Sidecars, in file-id order.
+    pub items: Vec<serde_json::Value>,
+    /// Where the next page starts; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+impl ElementClient {
+    /// `GET {base}/api/v1/files?cursor=&limit=`: one page of every sidecar the element holds.
+    pub async fn list_page(
+        &self,
+        base: &str,
+        token: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ListingPage, ClientError> {
+        let mut url = format!("{}/api/v1/files?limit={limit}", base.trim_end_matches('/'));
+        if let Some(c) = cursor {
+            url.push_str("&cursor=");
+            url.push_str(&c.replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', ""));
+        }
+        send_json(self.http.get(&url).bearer_auth(token), &url).await
+    }
+
+    /// `GET {base}/api/v1/files/{id}`: the sidecar.
+    pub async fn sidecar(&self, base: &str, token: &str, id: uuid::Uuid) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/api/v1/files/{id}", base.trim_end_matches('/'));
+        send_json(self.http.get(&url).bearer_auth(token), &url).await
+    }
+
+    /// `GET {base}/api/v1/files/{id}/content`, read whole up to `max_bytes` (a longer body
+    /// is refused as `Malformed` naming the limit).
+    pub async fn content(
+        &self,
+        base: &str,
+        token: &str,
+        id: uuid::Uuid,
+        max_bytes: u64,
+    ) -> Result<bytes::Bytes, ClientError> {
+        use futures_util::StreamExt as _;
+        let url = format!("{}/api/v1/files/{id}/content", base.trim_end_matches('/'));
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable { url: url.clone(), reason: e.to_string() };
+        let resp = self.http.get(&url).bearer_auth(token).send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            let detail = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            return Err(ClientError::Refused { url, status: status.as_u16(), detail });
+        }
+        if resp.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(ClientError::Malformed {
+                url,
+                reason: format!("content is over the limit of {max_bytes} bytes"),
+            });
+        }
+        let mut out = bytes::BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(unreachable)?;
+            if (out.len() + chunk.len()) as u64 > max_bytes {
+                return Err(ClientError::Malformed {
+                    url,
+                    reason: format!("content is over the limit of {max_bytes} bytes"),
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The HTTP client, for streaming reads passed through to a caller.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Where a role's own token comes from, for work no user asked for (indexing, reindex).
+#[derive(Debug)]
+pub enum ServiceToken {
+    /// A fixed token (standalone mints its own; tests).
+    Static(String),
+    /// The admin's token endpoint with `client_credentials`; the token is kept until a
+    /// minute before it expires.
+    ClientCredentials {
+        admin: String,
+        client_id: String,
+        client_secret: String,
+        http: reqwest::Client,
+        cached: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
+    },
+}
+
+impl ServiceToken {
+    /// Client credentials at the admin `admin` (its base URL).
+    pub fn client_credentials(admin: &str, client_id: &str, client_secret: &str) -> Self {
+        ServiceToken::ClientCredentials {
+            admin: admin.trim_end_matches('/').to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            http: client(Duration::from_secs(10)),
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A token good for at least a minute.
+    pub async fn token(&self) -> Result<String, ClientError> {
+        match self {
+            ServiceToken::Static(t) => Ok(t.clone()),
+            ServiceToken::ClientCredentials { admin, client_id, client_secret, http, cached } => {
+                let mut c = cached.lock().await;
+                if let Some((t, until)) = c.as_ref()
+                    && std::time::Instant::now() < *until
+                {
+                    return Ok(t.clone());
+                }
+                #[derive(Deserialize)]
+                struct TokenAnswer {
+                    access_token: String,
+                    expires_in: u64,
+                }
+                let url = format!("{admin}/api/v1/auth/token");
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", client_secret.as_str()),
+                ];
+                let a: TokenAnswer = send_json(http.post(&url).form(&form), &url).await?;
+                let until = std::time::Instant::now() + Duration::from_secs(a.expires_in.saturating_sub(60).max(5));
+                *c = Some((a.access_token.clone(), until));
+                Ok(a.access_token)
+            }
+        }
+    }
+
+    /// Forgets a cached token (after an element refused it).
+    pub async fn invalidate(&self) {
+        if let ServiceToken::ClientCredentials { cached, .. } = self {
+            *cached.lock().await = None;
+        }
+    }
+}
