@@ -2,6 +2,7 @@
 
 use artstore_admin::config::AdminConfig;
 use artstore_ingester::config::IngesterConfig;
+use artstore_query::config::QueryConfig;
 use artstore_shared::telemetry::LogFormat;
 use artstore_storage_element::ElementMode;
 use artstore_storage_element::config::ElementConfig;
@@ -28,6 +29,9 @@ pub enum Command {
     Admin(Box<AdminCmd>),
     /// Run an ingester: the front door for uploads (placement, tus, idempotency).
     Ingester(Box<IngesterArgs>),
+    /// Run a query role (full-text search, reads through to the elements), or check,
+    /// repair or refill its index.
+    Query(Box<QueryCmd>),
     /// Print an access token signed with a standalone installation's local key.
     Token(TokenArgs),
     /// Configuration helpers.
@@ -350,6 +354,153 @@ impl ElementArgs {
     }
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct QueryCmd {
+    #[command(subcommand)]
+    pub action: Option<QueryAction>,
+    #[command(flatten)]
+    pub run: QueryArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueryAction {
+    /// Compare the index with the elements' listings: name every missing, extra and stale
+    /// (older revision) document; --repair fixes them.
+    CheckIndex(QueryCheckArgs),
+    /// Fill the index from the elements' listing feeds and their content (resumes after a
+    /// kill).
+    Reindex(QueryReindexArgs),
+    /// One text-extraction worker (started by the query role; reads requests on stdin).
+    #[command(hide = true)]
+    ExtractWorker,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryCheckArgs {
+    /// Index, remove and refresh what differs (the query role must not be running on this
+    /// index).
+    #[arg(long)]
+    pub repair: bool,
+    #[command(flatten)]
+    pub common: QueryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryReindexArgs {
+    /// Only this element's documents.
+    #[arg(long)]
+    pub element: Option<String>,
+    /// Empty the index first (otherwise documents already at their revision are skipped).
+    #[arg(long)]
+    pub fresh: bool,
+    #[command(flatten)]
+    pub common: QueryArgs,
+}
+
+/// Flags of `artstore query`; each overrides its config key.
+#[derive(Debug, Args, Default)]
+pub struct QueryArgs {
+    /// Address to listen on (default 127.0.0.1:8083).
+    #[arg(long, env = "ARTSTORE_LISTEN")]
+    pub listen: Option<String>,
+    /// The index folder.
+    #[arg(long, env = "ARTSTORE_INDEX")]
+    pub index: Option<PathBuf>,
+    /// Token-signing public keys: a JWKS file or an http(s) URL.
+    #[arg(long, env = "ARTSTORE_JWKS")]
+    pub jwks: Option<String>,
+    /// Redis URL: the element registry and heartbeats.
+    #[arg(long, env = "ARTSTORE_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Kafka brokers to follow events from (host:port,…).
+    #[arg(long, env = "ARTSTORE_KAFKA_BROKERS")]
+    pub kafka: Option<String>,
+    /// The events topic (default artstore.events).
+    #[arg(long, env = "ARTSTORE_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// librdkafka properties passed through, key=value (repeatable).
+    #[arg(long = "kafka-option", env = "ARTSTORE_KAFKA_OPTIONS", value_delimiter = ',')]
+    pub kafka_options: Option<Vec<String>>,
+    /// The Kafka consumer group (default artstore-query).
+    #[arg(long, env = "ARTSTORE_CONSUMER_GROUP")]
+    pub consumer_group: Option<String>,
+    /// A fixed element list: ID=URL,ID=URL.
+    #[arg(long, env = "ARTSTORE_ELEMENTS")]
+    pub elements: Option<String>,
+    /// A TOML configuration file (keys under [query]).
+    #[arg(long, env = "ARTSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The admin cluster's URL (the role's own service token).
+    #[arg(long = "admin", env = "ARTSTORE_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// The role's service account.
+    #[arg(long, env = "ARTSTORE_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Its secret (prefer the variable).
+    #[arg(long, env = "ARTSTORE_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// Expected token issuer (default artstore).
+    #[arg(long, env = "ARTSTORE_ISSUER")]
+    pub issuer: Option<String>,
+    /// Expected token audience (default artstore).
+    #[arg(long, env = "ARTSTORE_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Extraction worker processes (default: one per core).
+    #[arg(long, env = "ARTSTORE_EXTRACT_WORKERS")]
+    pub extract_workers: Option<usize>,
+    /// Seconds one extraction may take (default 30).
+    #[arg(long, env = "ARTSTORE_EXTRACT_TIMEOUT_SECS")]
+    pub extract_timeout_secs: Option<u64>,
+    /// Address-space limit of an extraction worker, MiB (default 1024).
+    #[arg(long, env = "ARTSTORE_EXTRACT_MEMORY_MIB")]
+    pub extract_memory_mib: Option<u64>,
+    /// Extracted text is cut at this many bytes (default 4 MiB).
+    #[arg(long, env = "ARTSTORE_EXTRACT_MAX_TEXT_BYTES")]
+    pub extract_max_text_bytes: Option<usize>,
+    /// Milliseconds between index commits while events arrive (default 200).
+    #[arg(long, env = "ARTSTORE_COMMIT_INTERVAL_MS")]
+    pub commit_interval_ms: Option<u64>,
+    /// Milliseconds between direct probes of each element (default 2000).
+    #[arg(long, env = "ARTSTORE_PROBE_INTERVAL_MS")]
+    pub probe_interval_ms: Option<u64>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl QueryArgs {
+    /// Lays the flags (and variables) over the file's values.
+    pub fn merge(self, mut cfg: QueryConfig) -> QueryConfig {
+        let a = self;
+        if let Some(opts) = &a.kafka_options {
+            for o in opts {
+                if let Some((k, v)) = o.split_once('=') {
+                    cfg.kafka_options.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+            }
+        }
+        overlay!(option cfg, a, index, jwks, redis, kafka, elements, admin_url, client_id, client_secret);
+        overlay!(
+            cfg,
+            a,
+            listen,
+            kafka_topic,
+            consumer_group,
+            issuer,
+            audience,
+            extract_workers,
+            extract_timeout_secs,
+            extract_memory_mib,
+            extract_max_text_bytes,
+            commit_interval_ms,
+            probe_interval_ms,
+            log_format
+        );
+        cfg
+    }
+}
+
 /// Flags of `artstore ingester`; each overrides its config key.
 #[derive(Debug, Args, Default)]
 pub struct IngesterArgs {
@@ -515,6 +666,7 @@ pub struct FileConfig {
     pub storage_element: ElementConfig,
     pub admin: AdminConfig,
     pub ingester: IngesterConfig,
+    pub query: QueryConfig,
 }
 
 /// What `artstore config example` prints. A test checks it parses to the defaults.
@@ -677,6 +829,54 @@ cors_origins = []
 probe_interval_ms = 2000
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
+
+[query]
+# The index folder (the live index, a rebuild in progress, the last-known registry).
+# ARTSTORE_INDEX, --index
+# index = "/var/lib/artstore/query"
+# ARTSTORE_LISTEN, --listen
+listen = "127.0.0.1:8083"
+# Token-signing public keys: a JWKS file or the admin's URL. ARTSTORE_JWKS, --jwks
+# jwks = "http://127.0.0.1:8090/.well-known/jwks.json"
+# Redis: the element registry and heartbeats. ARTSTORE_REDIS_URL, --redis
+# redis = "redis://127.0.0.1:6379"
+# A fixed element list when there is no Redis. ARTSTORE_ELEMENTS, --elements
+# elements = "se-1=http://127.0.0.1:8081"
+# Kafka brokers to follow events from; unset: no events (reindex keeps the index current).
+# ARTSTORE_KAFKA_BROKERS, --kafka
+# kafka = "127.0.0.1:9092"
+# ARTSTORE_KAFKA_TOPIC, --kafka-topic
+kafka_topic = "artstore.events"
+# The consumer group; offsets are committed only after the index commit covering them.
+# ARTSTORE_CONSUMER_GROUP, --consumer-group
+consumer_group = "artstore-query"
+# The role's own service account (reads listings and content for indexing).
+# ARTSTORE_ADMIN_URL, ARTSTORE_CLIENT_ID, ARTSTORE_CLIENT_SECRET (prefer the variable)
+# admin_url = "http://127.0.0.1:8090"
+# client_id = "query"
+issuer = "artstore"
+audience = "artstore"
+jwks_max_age_secs = 300
+# Extraction runs in worker processes: how many (0: one per core), how long one document
+# may take, their address-space limit, and input/output limits.
+extract_workers = 0
+extract_timeout_secs = 30
+extract_memory_mib = 1024
+extract_max_input_bytes = 268435456
+extract_max_text_bytes = 4194304
+extract_max_unpacked_bytes = 536870912
+# Milliseconds between index commits while events arrive. ARTSTORE_COMMIT_INTERVAL_MS
+commit_interval_ms = 200
+# Memory the index writer buffers, MiB.
+writer_heap_mib = 128
+# Search results cached in memory (entries), and their lifetime in seconds.
+result_cache_entries = 10000
+redis_cache_ttl_secs = 600
+probe_interval_ms = 2000
+log_format = "pretty"
+
+[query.kafka_options]
+# librdkafka properties passed through (TLS, SASL). ARTSTORE_KAFKA_OPTIONS, --kafka-option
 "#;
 
 fn bar(len: u64, template: &str) -> ProgressBar {

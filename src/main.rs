@@ -5,6 +5,7 @@ mod bench;
 mod bench_admin;
 mod bench_ingester;
 mod cli;
+mod query_cli;
 
 use anyhow::Context as _;
 use artstore_admin::config::AdminConfig;
@@ -34,6 +35,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if query_cli::is_extract_worker(&cli) {
+        // A child of the query role: no runtime, no threads, its own limits.
+        return match artstore_query::extractor::worker_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("artstore extract-worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(AdminAction::VerifyAudit(a)) => cli::admin_verify_audit(&a.data, a.public_key.as_deref()),
         },
         Command::Ingester(args) => ingester(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Query(cmd) => query_cli::run(*cmd).await,
         Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
         Command::Config { action: ConfigAction::Example } => {
             print!("{}", cli::EXAMPLE_CONFIG);
@@ -75,7 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn read_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+pub(crate) fn read_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
     let Some(path) = path else {
         return Ok(FileConfig::default());
     };
@@ -111,7 +123,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     server.run_with(listener, tls, shutdown_signal()).await
 }
 
-async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
 }
 

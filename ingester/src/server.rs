@@ -5,9 +5,7 @@ use crate::api::{self, AppState};
 use crate::config::IngesterConfig;
 use crate::store::Ingester;
 use artstore_shared::auth::{Auth, TokenVerifier};
-use artstore_shared::discovery::{
-    Discovery, DiscoveryStatus, LastKnownDiscovery, ProbeConfig, RedisDiscovery, StaticDiscovery, parse_element_list,
-};
+use artstore_shared::discovery::{self, Discovery, DiscoveryStatus};
 use artstore_shared::health::Health;
 use axum::http::{HeaderName, HeaderValue, Method};
 use std::future::Future;
@@ -27,26 +25,9 @@ impl std::fmt::Debug for IngesterServer {
     }
 }
 
-/// The discovery source the settings name: Redis (with the last-known file), else the
-/// static list, else the last-known file alone.
+/// The discovery source the settings name (see [`discovery::from_settings`]).
 pub fn discovery_of(cfg: &IngesterConfig, data: &std::path::Path) -> anyhow::Result<Arc<dyn Discovery>> {
-    let probe = ProbeConfig { interval: Duration::from_millis(cfg.probe_interval_ms.max(100)), ..Default::default() };
-    let last_known = data.join("registry.json");
-    Ok(match (&cfg.redis, &cfg.elements) {
-        (Some(url), _) => {
-            if cfg.elements.is_some() {
-                tracing::warn!("both redis and elements given; the registry in redis is used");
-            }
-            Arc::new(RedisDiscovery::start(url, &last_known, probe).map_err(anyhow::Error::msg)?)
-        }
-        (None, Some(list)) => {
-            Arc::new(StaticDiscovery::start(parse_element_list(list).map_err(anyhow::Error::msg)?, probe))
-        }
-        (None, None) => {
-            tracing::warn!(file = %last_known.display(), "no --redis and no --elements: serving the last-known registry");
-            Arc::new(LastKnownDiscovery::open(&last_known, probe).map_err(anyhow::Error::msg)?)
-        }
-    })
+    discovery::from_settings(cfg.redis.as_deref(), cfg.elements.as_deref(), &data.join("registry.json"), cfg.probe_interval_ms)
 }
 
 /// CORS for browsers on the allow-list: preflights are answered here, other requests get

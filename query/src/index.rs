@@ -284,3 +284,75 @@ impl Writer {
         self.writer.wait_merging_threads().map_err(tv("merge"))
     }
 }
+
+/// The live index of a query role's index folder: `DIR/live`, with an online rebuild
+/// written to `DIR/next` and swapped in by two renames. A crash between them is finished
+/// on the next open.
+pub mod layout {
+    use super::*;
+
+    /// The folder of the index that answers.
+    pub fn live(root: &Path) -> PathBuf {
+        root.join("live")
+    }
+
+    /// The folder a rebuild fills.
+    pub fn next(root: &Path) -> PathBuf {
+        root.join("next")
+    }
+
+    fn old(root: &Path) -> PathBuf {
+        root.join("old")
+    }
+
+    fn io(p: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+        move |e| IndexError::Io(p.to_owned(), e)
+    }
+
+    fn sync_dir(p: &Path) -> Result<(), IndexError> {
+        std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(io(p))
+    }
+
+    /// Opens (or creates) the live index, finishing an interrupted swap first.
+    pub fn open_live(root: &Path) -> Result<(Arc<SearchIndex>, Opened), IndexError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        let (live, next, old) = (live(root), next(root), old(root));
+        if !live.exists() && old.exists() && next.exists() {
+            // Killed between the two renames: the rebuilt index was complete.
+            std::fs::rename(&next, &live).map_err(io(&next))?;
+            sync_dir(root)?;
+        }
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        if next.exists() {
+            // An unfinished rebuild: the live index still answers; the rebuild starts over
+            // when asked again.
+            std::fs::remove_dir_all(&next).map_err(io(&next))?;
+        }
+        SearchIndex::open(&live)
+    }
+
+    /// A fresh, empty index in `DIR/next`.
+    pub fn create_next(root: &Path) -> Result<Arc<SearchIndex>, IndexError> {
+        let next = next(root);
+        if next.exists() {
+            std::fs::remove_dir_all(&next).map_err(io(&next))?;
+        }
+        Ok(SearchIndex::open(&next)?.0)
+    }
+
+    /// Makes `DIR/next` the live index and opens it.
+    pub fn swap(root: &Path) -> Result<Arc<SearchIndex>, IndexError> {
+        let (live, next, old) = (live(root), next(root), old(root));
+        if live.exists() {
+            std::fs::rename(&live, &old).map_err(io(&live))?;
+        }
+        std::fs::rename(&next, &live).map_err(io(&next))?;
+        sync_dir(root)?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        Ok(SearchIndex::open(&live)?.0)
+    }
+}

@@ -599,3 +599,30 @@ async fn read_registry(c: &mut redis::aio::MultiplexedConnection, shared: &Share
     });
     Ok(())
 }
+
+/// The discovery source a role's settings name: Redis (with the last-known file), else the
+/// static list, else the last-known file alone.
+pub fn from_settings(
+    redis: Option<&str>,
+    elements: Option<&str>,
+    last_known: &std::path::Path,
+    probe_interval_ms: u64,
+) -> anyhow::Result<std::sync::Arc<dyn Discovery>> {
+    let probe = ProbeConfig { interval: Duration::from_millis(probe_interval_ms.max(100)), ..Default::default() };
+    Ok(match (redis, elements) {
+        (Some(url), _) => {
+            if elements.is_some() {
+                tracing::warn!("both redis and elements given; the registry in redis is used");
+            }
+            std::sync::Arc::new(RedisDiscovery::start(url, last_known, probe).map_err(anyhow::Error::msg)?)
+        }
+        (None, Some(list)) => std::sync::Arc::new(StaticDiscovery::start(
+            parse_element_list(list).map_err(anyhow::Error::msg)?,
+            probe,
+        )),
+        (None, None) => {
+            tracing::warn!(file = %last_known.display(), "no --redis and no --elements: serving the last-known registry");
+            std::sync::Arc::new(LastKnownDiscovery::open(last_known, probe).map_err(anyhow::Error::msg)?)
+        }
+    })
+}

@@ -1,0 +1,114 @@
+//! The query role's settings (TOML `[query]`, `ARTSTORE_*` variables, flags).
+
+use artstore_shared::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Settings of `artstore query`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The index folder (also holds the last-known registry and the rebuild's work).
+    pub index: Option<PathBuf>,
+    /// Address to listen on.
+    pub listen: String,
+    /// Token-signing public keys: a JWKS file or the admin's URL.
+    pub jwks: Option<String>,
+    /// Redis: the registry the admin publishes, the elements' heartbeats, and the shared
+    /// search-result cache.
+    pub redis: Option<String>,
+    /// A fixed element list `ID=URL,ID=URL` (used when no Redis is given).
+    pub elements: Option<String>,
+    /// Kafka brokers `host:port,…`; without them the role follows no events (reindex and
+    /// the drift check still work).
+    pub kafka: Option<String>,
+    /// The events topic.
+    pub kafka_topic: String,
+    /// Extra librdkafka settings.
+    pub kafka_options: BTreeMap<String, String>,
+    /// The consumer group of this query role.
+    pub consumer_group: String,
+    /// The admin cluster: where the role's own service token comes from.
+    pub admin_url: Option<String>,
+    /// The role's service account (client credentials).
+    pub client_id: Option<String>,
+    /// Its secret (prefer `ARTSTORE_CLIENT_SECRET`; never logged).
+    pub client_secret: Option<String>,
+    /// Expected token issuer.
+    pub issuer: String,
+    /// Expected token audience.
+    pub audience: String,
+    /// Seconds a fetched key set is trusted before it is read again.
+    pub jwks_max_age_secs: u64,
+    /// Extraction worker processes (0: one per core).
+    pub extract_workers: usize,
+    /// Seconds one extraction may take before its worker is killed.
+    pub extract_timeout_secs: u64,
+    /// Address-space limit of an extraction worker, MiB.
+    pub extract_memory_mib: u64,
+    /// Content larger than this is indexed by its metadata only, bytes.
+    pub extract_max_input_bytes: u64,
+    /// Extracted text is cut at this many bytes (hits say `truncated`).
+    pub extract_max_text_bytes: usize,
+    /// Bytes a container format (DOCX, ODT, …) may unpack.
+    pub extract_max_unpacked_bytes: u64,
+    /// Milliseconds between index commits while events arrive (bounds how soon a change is
+    /// searchable).
+    pub commit_interval_ms: u64,
+    /// Memory the index writer may buffer, MiB.
+    pub writer_heap_mib: usize,
+    /// Search results kept in memory (entries).
+    pub result_cache_entries: u64,
+    /// Seconds a search result stays in the shared Redis cache.
+    pub redis_cache_ttl_secs: u64,
+    /// Milliseconds between direct probes of each element.
+    pub probe_interval_ms: u64,
+    /// Log format: pretty or json.
+    pub log_format: LogFormat,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            index: None,
+            listen: "127.0.0.1:8083".to_owned(),
+            jwks: None,
+            redis: None,
+            elements: None,
+            kafka: None,
+            kafka_topic: artstore_shared::events::DEFAULT_TOPIC.to_owned(),
+            kafka_options: BTreeMap::new(),
+            consumer_group: "artstore-query".to_owned(),
+            admin_url: None,
+            client_id: None,
+            client_secret: None,
+            issuer: "artstore".to_owned(),
+            audience: "artstore".to_owned(),
+            jwks_max_age_secs: 300,
+            extract_workers: 0,
+            extract_timeout_secs: 30,
+            extract_memory_mib: 1024,
+            extract_max_input_bytes: 256 << 20,
+            extract_max_text_bytes: 4 << 20,
+            extract_max_unpacked_bytes: 512 << 20,
+            commit_interval_ms: 200,
+            writer_heap_mib: 128,
+            result_cache_entries: 10_000,
+            redis_cache_ttl_secs: 600,
+            probe_interval_ms: 2_000,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The extraction limits these settings name.
+    pub fn limits(&self) -> artstore_extract::Limits {
+        artstore_extract::Limits {
+            max_input_bytes: self.extract_max_input_bytes,
+            max_text_bytes: self.extract_max_text_bytes,
+            max_unpacked_bytes: self.extract_max_unpacked_bytes,
+        }
+    }
+}
