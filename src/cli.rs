@@ -440,6 +440,9 @@ pub struct QueryArgs {
     /// Its secret (prefer the variable).
     #[arg(long, env = "ARTSTORE_CLIENT_SECRET", hide_env_values = true)]
     pub client_secret: Option<String>,
+    /// A fixed service token instead of client credentials (prefer the variable).
+    #[arg(long, env = "ARTSTORE_SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
     /// Expected token issuer (default artstore).
     #[arg(long, env = "ARTSTORE_ISSUER")]
     pub issuer: Option<String>,
@@ -480,7 +483,7 @@ impl QueryArgs {
                 }
             }
         }
-        overlay!(option cfg, a, index, jwks, redis, kafka, elements, admin_url, client_id, client_secret);
+        overlay!(option cfg, a, index, jwks, redis, kafka, elements, admin_url, client_id, client_secret, service_token);
         overlay!(
             cfg,
             a,
@@ -854,6 +857,7 @@ consumer_group = "artstore-query"
 # ARTSTORE_ADMIN_URL, ARTSTORE_CLIENT_ID, ARTSTORE_CLIENT_SECRET (prefer the variable)
 # admin_url = "http://127.0.0.1:8090"
 # client_id = "query"
+# Or a fixed service token instead. ARTSTORE_SERVICE_TOKEN
 issuer = "artstore"
 audience = "artstore"
 jwks_max_age_secs = 300

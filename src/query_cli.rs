@@ -65,7 +65,8 @@ async fn serve(args: QueryArgs) -> anyhow::Result<()> {
 /// Tools do not verify tokens; they only need the sources.
 fn tool_sources(cfg: &QueryConfig) -> anyhow::Result<Arc<feed::Sources>> {
     let root = server::index_dir(cfg)?;
-    let verifier = Arc::new(TokenVerifier::new(JwksSource::parse(""), VerifierConfig::default(), Arc::new(SystemClock)));
+    let verifier =
+        Arc::new(TokenVerifier::new(JwksSource::parse(""), VerifierConfig::default(), Arc::new(SystemClock)));
     let mut d = deps(cfg, verifier)?;
     server::sources(cfg, &root, &mut d)
 }
@@ -107,8 +108,14 @@ async fn reindex(args: QueryArgs, element: Option<&str>, fresh: bool) -> anyhow:
         writer = w;
     }
     wait_for_elements(&sources).await;
-    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-    pb.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     pb.enable_steady_tick(Duration::from_millis(200));
     let pb2 = pb.clone();
     let progress = move |r: &ReindexReport, el: &str| {
@@ -154,7 +161,11 @@ async fn check_index(args: QueryArgs, repair: bool) -> anyhow::Result<ExitCode> 
     }
     for d in &report.drift {
         let detail = match d.kind {
-            "missing" => format!("element {} holds revision {}", d.element_id.as_deref().unwrap_or("?"), d.element_revision.unwrap_or(0)),
+            "missing" => format!(
+                "element {} holds revision {}",
+                d.element_id.as_deref().unwrap_or("?"),
+                d.element_revision.unwrap_or(0)
+            ),
             "stale" => format!(
                 "index has revision {}, element {} holds {}",
                 d.index_revision.unwrap_or(0),

@@ -71,8 +71,10 @@ fn bad(detail: impl Into<String>) -> ApiError {
 impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
-            SearchError::Syntax(s) => ApiError::typed(ErrorCode::BadRequest, "query-syntax", format!("the query does not parse: {s}"))
-                .with("position", s.position),
+            SearchError::Syntax(s) => {
+                ApiError::typed(ErrorCode::BadRequest, "query-syntax", format!("the query does not parse: {s}"))
+                    .with("position", s.position)
+            }
             SearchError::BadParameter(m) => bad(m),
             SearchError::Index(e) => ApiError::internal(format!("search failed: {e}")),
         }
@@ -103,7 +105,8 @@ struct RawSearch {
 }
 
 fn date(s: &str, what: &str) -> ApiResult<chrono::NaiveDate> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad(format!("{what} {s:?} is not a date (YYYY-MM-DD)")))
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| bad(format!("{what} {s:?} is not a date (YYYY-MM-DD)")))
 }
 
 fn check(raw: RawSearch, caller: &Caller) -> ApiResult<SearchRequest> {
@@ -115,7 +118,9 @@ fn check(raw: RawSearch, caller: &Caller) -> ApiResult<SearchRequest> {
     let offset = nonempty(raw.cursor).map(|c| search::decode_cursor(&c)).transpose()?.unwrap_or(0);
     let sort = match nonempty(raw.sort) {
         None => Sort::Relevance,
-        Some(s) => Sort::parse(&s).ok_or_else(|| bad(format!("sort {s:?} is not relevance, created, -created or name")))?,
+        Some(s) => {
+            Sort::parse(&s).ok_or_else(|| bad(format!("sort {s:?} is not relevance, created, -created or name")))?
+        }
     };
     let state = nonempty(raw.state).map(|s| s.to_lowercase());
     if let Some(s) = &state
@@ -129,11 +134,13 @@ fn check(raw: RawSearch, caller: &Caller) -> ApiResult<SearchRequest> {
     {
         return Err(bad(format!("retention filter {r:?} is not one of {}", RETENTION_FILTERS.join(", "))));
     }
-    let wants_tombstones = state.as_deref().is_some_and(|s| s == "deleted" || s == "disposed")
-        || retention.as_deref() == Some("disposed");
+    let wants_tombstones =
+        state.as_deref().is_some_and(|s| s == "deleted" || s == "disposed") || retention.as_deref() == Some("disposed");
     let may_see_tombstones = caller.has_role(Role::Auditor) || caller.has_role(Role::Admin);
     if wants_tombstones && !may_see_tombstones {
-        return Err(ApiError::forbidden("deleted and disposed documents are shown to the auditor and admin roles only"));
+        return Err(ApiError::forbidden(
+            "deleted and disposed documents are shown to the auditor and admin roles only",
+        ));
     }
     let mut facets = Vec::new();
     for f in raw.facets.iter().flat_map(|f| f.split(',')).map(str::trim).filter(|f| !f.is_empty()) {
@@ -257,7 +264,12 @@ async fn suggest(
 }
 
 /// `GET /api/v1/files/{id}/similar`.
-async fn similar(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, RawQuery(qs): RawQuery) -> ApiResult {
+async fn similar(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(qs): RawQuery,
+) -> ApiResult {
     caller.require(Permission::ReadMetadata)?;
     let id: Uuid = id.parse().map_err(|_| bad(format!("{id:?} is not a file id")))?;
     let limit = serde_urlencoded::from_str::<Vec<(String, String)>>(qs.as_deref().unwrap_or(""))
@@ -307,12 +319,22 @@ const PASS_RESPONSE: &[header::HeaderName] = &[
 ];
 
 fn unavailable(element: &str, reason: &str) -> ApiError {
-    ApiError::typed(ErrorCode::Unavailable, "element-unavailable", format!("element {element} cannot be reached: {reason}"))
-        .with("element_id", element)
+    ApiError::typed(
+        ErrorCode::Unavailable,
+        "element-unavailable",
+        format!("element {element} cannot be reached: {reason}"),
+    )
+    .with("element_id", element)
 }
 
 /// Sends the caller's read to one element and streams its answer back.
-async fn pass_through(svc: &QueryService, element: &str, method: Method, path: &str, headers: &HeaderMap) -> ApiResult<reqwest::Response> {
+async fn pass_through(
+    svc: &QueryService,
+    element: &str,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> ApiResult<reqwest::Response> {
     let el = svc.sources.discovery.element(element).ok_or_else(|| unavailable(element, "not in the registry"))?;
     let url = format!("{}{path}", el.url.trim_end_matches('/'));
     let mut rb = svc.sources.client.http().request(method, &url);
@@ -335,7 +357,8 @@ fn stream_back(element: &str, resp: reqwest::Response) -> Response {
         }
     }
     out = out.header("artstore-element-id", element);
-    out.body(Body::from_stream(resp.bytes_stream())).unwrap_or_else(|_| ApiError::internal("bad element answer").into_response())
+    out.body(Body::from_stream(resp.bytes_stream()))
+        .unwrap_or_else(|_| ApiError::internal("bad element answer").into_response())
 }
 
 /// The element that holds a file: the index's answer first, then every element asked.
@@ -402,7 +425,9 @@ async fn versions(State(s): State<AppState>, caller: Caller, Path(doc): Path<Str
             let r = pass_through(svc, &e.id, Method::GET, &path, headers).await;
             let r = match r {
                 Ok(resp) if resp.status() == StatusCode::NOT_FOUND => Ok(None),
-                Ok(resp) if resp.status().is_success() => resp.json::<Value>().await.map(Some).map_err(|e2| unavailable(&e.id, &e2.to_string())),
+                Ok(resp) if resp.status().is_success() => {
+                    resp.json::<Value>().await.map(Some).map_err(|e2| unavailable(&e.id, &e2.to_string()))
+                }
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.bytes().await.unwrap_or_default();
@@ -410,7 +435,12 @@ async fn versions(State(s): State<AppState>, caller: Caller, Path(doc): Path<Str
                 }
                 Err(err) => Err(err),
             };
-            (e.id.clone(), r.map_err(|err| (StatusCode::SERVICE_UNAVAILABLE, axum::body::Bytes::from(err.to_problem().to_string()))))
+            (
+                e.id.clone(),
+                r.map_err(|err| {
+                    (StatusCode::SERVICE_UNAVAILABLE, axum::body::Bytes::from(err.to_problem().to_string()))
+                }),
+            )
         }
     });
     let mut all: Vec<Value> = Vec::new();

@@ -35,6 +35,9 @@ pub struct QueryConfig {
     pub client_id: Option<String>,
     /// Its secret (prefer `ARTSTORE_CLIENT_SECRET`; never logged).
     pub client_secret: Option<String>,
+    /// A fixed service token instead of client credentials (a token minted by standalone,
+    /// or kept fresh by an outside agent; prefer `ARTSTORE_SERVICE_TOKEN`; never logged).
+    pub service_token: Option<String>,
     /// Expected token issuer.
     pub issuer: String,
     /// Expected token audience.
@@ -83,6 +86,7 @@ impl Default for QueryConfig {
             admin_url: None,
             client_id: None,
             client_secret: None,
+            service_token: None,
             issuer: "artstore".to_owned(),
             audience: "artstore".to_owned(),
             jwks_max_age_secs: 300,

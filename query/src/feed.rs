@@ -52,12 +52,20 @@ pub enum FeedError {
 
 impl Sources {
     fn base(&self, element_id: &str) -> Result<String, FeedError> {
-        self.discovery.element(element_id).map(|e| e.url).ok_or_else(|| FeedError::UnknownElement(element_id.to_owned()))
+        self.discovery
+            .element(element_id)
+            .map(|e| e.url)
+            .ok_or_else(|| FeedError::UnknownElement(element_id.to_owned()))
     }
 
     /// A document ready to index from a sidecar held by `element_id`, or `None` when the
     /// index already holds that revision or a newer one.
-    pub async fn prepare(&self, index: &SearchIndex, raw: Value, element_id: &str) -> Result<Option<DocInput>, FeedError> {
+    pub async fn prepare(
+        &self,
+        index: &SearchIndex,
+        raw: Value,
+        element_id: &str,
+    ) -> Result<Option<DocInput>, FeedError> {
         let sidecar = DocInput::parse_sidecar(&raw).map_err(FeedError::Sidecar)?;
         if index.revision_of(sidecar.file_id).is_some_and(|r| r >= sidecar.revision) {
             return Ok(None);
@@ -477,10 +485,9 @@ pub async fn check(
             let page = sources.client.list_page(&el.url, &token, cursor.as_deref(), 500).await?;
             for raw in page.items {
                 report.listed += 1;
-                let (Some(id), Some(rev)) = (
-                    raw["file_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()),
-                    raw["revision"].as_u64(),
-                ) else {
+                let (Some(id), Some(rev)) =
+                    (raw["file_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()), raw["revision"].as_u64())
+                else {
                     continue;
                 };
                 held.insert(id, (rev, el.id.clone(), raw));

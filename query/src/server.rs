@@ -47,15 +47,20 @@ impl std::fmt::Debug for QueryServer {
 
 /// The index folder the settings name.
 pub fn index_dir(cfg: &QueryConfig) -> anyhow::Result<PathBuf> {
-    cfg.index.clone().ok_or_else(|| anyhow::anyhow!("no index folder: give --index DIR (or index in the config, or ARTSTORE_INDEX)"))
+    cfg.index
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no index folder: give --index DIR (or index in the config, or ARTSTORE_INDEX)"))
 }
 
 /// The role's own token from the settings.
 pub fn service_token(cfg: &QueryConfig) -> anyhow::Result<ServiceToken> {
+    if let Some(t) = &cfg.service_token {
+        return Ok(ServiceToken::Static(t.trim().to_owned()));
+    }
     match (&cfg.admin_url, &cfg.client_id, &cfg.client_secret) {
         (Some(admin), Some(id), Some(secret)) => Ok(ServiceToken::client_credentials(admin, id, secret)),
         _ => anyhow::bail!(
-            "the query role reads the elements under its own service account: give --admin URL, --client-id ID and ARTSTORE_CLIENT_SECRET (or a service token)"
+            "the query role reads the elements under its own service account: give --admin URL, --client-id ID and ARTSTORE_CLIENT_SECRET (or ARTSTORE_SERVICE_TOKEN)"
         ),
     }
 }

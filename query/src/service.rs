@@ -68,7 +68,9 @@ impl QueryService {
         let (index, opened) = layout::open_live(&root)?;
         match opened {
             Opened::Existing => tracing::info!(dir = %index.dir.display(), docs = index.num_docs(), "index opened"),
-            Opened::Created => tracing::info!(dir = %index.dir.display(), "no index: a new one is filled from the elements"),
+            Opened::Created => {
+                tracing::info!(dir = %index.dir.display(), "no index: a new one is filled from the elements")
+            }
             Opened::Replaced { found } => {
                 tracing::warn!(dir = %index.dir.display(), found, "index of another schema version replaced: rebuilding")
             }
@@ -79,7 +81,9 @@ impl QueryService {
             .time_to_live(Duration::from_secs(cfg.redis_cache_ttl_secs.max(1)))
             .build();
         let cache_metrics = CacheMetrics {
-            hits: health.metrics().counter("artstore_query_result_cache_hits", "Searches answered from the result cache"),
+            hits: health
+                .metrics()
+                .counter("artstore_query_result_cache_hits", "Searches answered from the result cache"),
             misses: health.metrics().counter("artstore_query_result_cache_misses", "Searches that ran on the index"),
         };
         let searches = health.metrics().counter("artstore_query_searches", "Searches answered");
@@ -109,7 +113,12 @@ impl QueryService {
     pub async fn search(self: &Arc<Self>, req: SearchRequest) -> Result<Arc<Value>, SearchError> {
         self.searches.inc();
         let index = self.index();
-        let key = format!("{:p}|{}|{}", Arc::as_ptr(&index), index.generation(), serde_json::to_string(&req).unwrap_or_default());
+        let key = format!(
+            "{:p}|{}|{}",
+            Arc::as_ptr(&index),
+            index.generation(),
+            serde_json::to_string(&req).unwrap_or_default()
+        );
         if let Some(v) = self.cache.get(&key) {
             self.cache_metrics.hits.inc();
             return Ok(v);
@@ -197,7 +206,11 @@ impl QueryService {
 
     /// The writer task: fills a new index, follows events, runs online rebuilds; stops when
     /// `shutdown` flips, committing what it holds.
-    pub async fn run_writer(self: Arc<Self>, bus: Option<Arc<dyn EventBus>>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run_writer(
+        self: Arc<Self>,
+        bus: Option<Arc<dyn EventBus>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         let Some(mut cmds) = self.commands_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             anyhow::bail!("the writer task runs once");
         };
@@ -207,7 +220,12 @@ impl QueryService {
         if needs_fill {
             {
                 let mut r = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
-                *r = RebuildState { running: true, kind: Some("initial".into()), started_at: Some(chrono::Utc::now()), ..Default::default() };
+                *r = RebuildState {
+                    running: true,
+                    kind: Some("initial".into()),
+                    started_at: Some(chrono::Utc::now()),
+                    ..Default::default()
+                };
             }
             self.wait_for_elements(Duration::from_secs(10)).await;
             let mut tries = 0;
@@ -217,7 +235,12 @@ impl QueryService {
                 match feed::reindex(writer, &self.sources, None, &progress).await {
                     Ok((w, report)) => {
                         writer = w;
-                        tracing::info!(indexed = report.indexed, listed = report.listed, seconds = report.seconds, "index filled from the elements");
+                        tracing::info!(
+                            indexed = report.indexed,
+                            listed = report.listed,
+                            seconds = report.seconds,
+                            "index filled from the elements"
+                        );
                         self.finish_rebuild(Ok(report));
                         break;
                     }
@@ -225,7 +248,9 @@ impl QueryService {
                         writer = w;
                         tracing::warn!(error = %e, tries, "filling the index from the elements failed");
                         if tries >= 3 || *shutdown.borrow() {
-                            self.finish_rebuild(Err(format!("filling the index failed: {e}; the next start resumes it")));
+                            self.finish_rebuild(Err(format!(
+                                "filling the index failed: {e}; the next start resumes it"
+                            )));
                             break;
                         }
                         self.rebuild.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(e.to_string());
@@ -238,7 +263,8 @@ impl QueryService {
             let (stop_tx, stop_rx) = watch::channel(false);
             let (follower, mut held) = match bus.clone() {
                 Some(bus) => {
-                    let (sources, feed, group) = (self.sources.clone(), self.feed.clone(), self.cfg.consumer_group.clone());
+                    let (sources, feed, group) =
+                        (self.sources.clone(), self.feed.clone(), self.cfg.consumer_group.clone());
                     let interval = Duration::from_millis(self.cfg.commit_interval_ms.max(10));
                     let h = tokio::spawn(async move {
                         feed::follow(writer, sources, bus, &group, interval, feed, stop_rx).await
@@ -318,7 +344,11 @@ impl QueryService {
                     }
                 };
                 *self.index.write().unwrap_or_else(|p| p.into_inner()) = index.clone();
-                tracing::info!(indexed = report.indexed, seconds = report.seconds, "online rebuild done and swapped in");
+                tracing::info!(
+                    indexed = report.indexed,
+                    seconds = report.seconds,
+                    "online rebuild done and swapped in"
+                );
                 self.finish_rebuild(Ok(report));
                 match index.writer(self.cfg.writer_heap_mib << 20) {
                     Ok(w) => w,

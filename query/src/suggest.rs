@@ -40,7 +40,10 @@ fn live_only(f: &crate::schema::Fields, q: Box<dyn Query>) -> BooleanQuery {
     BooleanQuery::new(vec![
         (Occur::Must, q),
         (Occur::MustNot, Box::new(TermQuery::new(Term::from_field_text(f.state, "deleted"), IndexRecordOption::Basic))),
-        (Occur::MustNot, Box::new(TermQuery::new(Term::from_field_text(f.state, "disposed"), IndexRecordOption::Basic))),
+        (
+            Occur::MustNot,
+            Box::new(TermQuery::new(Term::from_field_text(f.state, "disposed"), IndexRecordOption::Basic)),
+        ),
     ])
 }
 
@@ -115,7 +118,10 @@ pub fn similar(index: &SearchIndex, id: Uuid, limit: usize) -> Result<Value, art
         .with_document_fields(fields);
     let q = BooleanQuery::new(vec![
         (Occur::Must, Box::new(live_only(f, Box::new(mlt)))),
-        (Occur::MustNot, Box::new(TermQuery::new(Term::from_field_text(f.file_id, &id.to_string()), IndexRecordOption::Basic))),
+        (
+            Occur::MustNot,
+            Box::new(TermQuery::new(Term::from_field_text(f.file_id, &id.to_string()), IndexRecordOption::Basic)),
+        ),
     ]);
     let searcher = index.reader.searcher();
     let top = searcher.search(&q, &TopDocs::with_limit(limit).order_by_score()).map_err(internal)?;
