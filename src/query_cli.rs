@@ -36,7 +36,8 @@ fn extractor(cfg: &QueryConfig) -> anyhow::Result<artstore_query::extractor::Ext
 }
 
 fn deps(cfg: &QueryConfig, verifier: Arc<TokenVerifier>) -> anyhow::Result<QueryDeps> {
-    Ok(QueryDeps { verifier, token: None, bus: None, extractor: Some(extractor(cfg)?), discovery: None })
+    let pool = artstore_query::extractor::Extractor::processes(extractor(cfg)?);
+    Ok(QueryDeps { verifier, token: None, bus: None, extractor: Some(Arc::new(pool)), discovery: None })
 }
 
 async fn serve(args: QueryArgs) -> anyhow::Result<()> {

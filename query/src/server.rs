@@ -25,8 +25,9 @@ pub struct QueryDeps {
     pub token: Option<ServiceToken>,
     /// The event bus (else Kafka from the settings, else none).
     pub bus: Option<Arc<dyn EventBus>>,
-    /// How extraction workers are started (the `artstore` binary's `query extract-worker`).
-    pub extractor: Option<ExtractorConfig>,
+    /// The extraction pool (workers started from the `artstore` binary's
+    /// `query extract-worker`).
+    pub extractor: Option<Arc<Extractor>>,
     /// Discovery (else from the settings).
     pub discovery: Option<Arc<dyn Discovery>>,
 }
@@ -93,10 +94,7 @@ pub fn sources(cfg: &QueryConfig, root: &std::path::Path, deps: &mut QueryDeps) 
         Some(t) => t,
         None => service_token(cfg)?,
     };
-    let extractor = match deps.extractor.take() {
-        Some(x) => Extractor::processes(x),
-        None => anyhow::bail!("no extraction worker program given"),
-    };
+    let Some(extractor) = deps.extractor.take() else { anyhow::bail!("no extraction pool given") };
     let concurrency = if cfg.extract_workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
     } else {
@@ -106,7 +104,7 @@ pub fn sources(cfg: &QueryConfig, root: &std::path::Path, deps: &mut QueryDeps) 
         discovery,
         client: ElementClient::new(Duration::from_secs(60)),
         token: Arc::new(token),
-        extractor: Arc::new(extractor),
+        extractor,
         concurrency,
     }))
 }
