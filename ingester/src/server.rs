@@ -27,7 +27,12 @@ impl std::fmt::Debug for IngesterServer {
 
 /// The discovery source the settings name (see [`discovery::from_settings`]).
 pub fn discovery_of(cfg: &IngesterConfig, data: &std::path::Path) -> anyhow::Result<Arc<dyn Discovery>> {
-    discovery::from_settings(cfg.redis.as_deref(), cfg.elements.as_deref(), &data.join("registry.json"), cfg.probe_interval_ms)
+    discovery::from_settings(
+        cfg.redis.as_deref(),
+        cfg.elements.as_deref(),
+        &data.join("registry.json"),
+        cfg.probe_interval_ms,
+    )
 }
 
 /// CORS for browsers on the allow-list: preflights are answered here, other requests get

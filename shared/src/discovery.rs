@@ -616,10 +616,9 @@ pub fn from_settings(
             }
             std::sync::Arc::new(RedisDiscovery::start(url, last_known, probe).map_err(anyhow::Error::msg)?)
         }
-        (None, Some(list)) => std::sync::Arc::new(StaticDiscovery::start(
-            parse_element_list(list).map_err(anyhow::Error::msg)?,
-            probe,
-        )),
+        (None, Some(list)) => {
+            std::sync::Arc::new(StaticDiscovery::start(parse_element_list(list).map_err(anyhow::Error::msg)?, probe))
+        }
         (None, None) => {
             tracing::warn!(file = %last_known.display(), "no --redis and no --elements: serving the last-known registry");
             std::sync::Arc::new(LastKnownDiscovery::open(last_known, probe).map_err(anyhow::Error::msg)?)
