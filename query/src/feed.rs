@@ -196,6 +196,15 @@ async fn prepare_event(sources: &Sources, index: &SearchIndex, ev: &Event) -> Re
     sources.prepare(index, raw, &ev.element_id).await
 }
 
+/// Why [`follow`] gave the writer back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to.
+    Shutdown,
+    /// The bus dropped events this group had not read: the index must be rebuilt.
+    Gap(String),
+}
+
 /// Follows the bus until `shutdown` flips: each batch of events is prepared (fetch and
 /// extract in parallel), applied in order, committed to the index, and only then
 /// committed on the bus. Gives the writer back when it stops.
@@ -207,7 +216,7 @@ pub async fn follow(
     commit_interval: Duration,
     status: Arc<FeedStatus>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Writer {
+) -> (Writer, Stopped) {
     let index = writer.index().clone();
     'outer: loop {
         status.set_state("subscribing");
@@ -304,10 +313,15 @@ pub async fn follow(
             if let Err(e) = sub.commit().await {
                 status.error(format!("commit on {}: {e}", bus.name()));
             }
+            if let Some(gap) = sub.take_gap() {
+                status.error(format!("events were lost before this role read them ({gap}): rebuilding the index"));
+                status.set_state("rebuilding after lost events");
+                return (writer, Stopped::Gap(gap));
+            }
         }
     }
     status.set_state("stopped");
-    writer
+    (writer, Stopped::Shutdown)
 }
 
 /// Progress of a reindex, kept in the index's commit payload so a killed reindex resumes.

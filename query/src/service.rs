@@ -30,6 +30,8 @@ pub struct RebuildState {
 
 enum Cmd {
     Rebuild,
+    /// The bus lost events this role had not read.
+    Gap(String),
 }
 
 /// Search-result cache metrics.
@@ -273,17 +275,49 @@ impl QueryService {
                 }
                 None => (None, Some(writer)),
             };
-            let cmd = tokio::select! {
-                c = cmds.recv() => c,
-                _ = shutdown.changed() => None,
+            let cmd = match follower {
+                Some(mut h) => {
+                    let cmd = tokio::select! {
+                        c = cmds.recv() => c,
+                        _ = shutdown.changed() => None,
+                        r = &mut h => {
+                            // The follower stopped by itself: events were lost.
+                            let (w, why) = r.map_err(|e| anyhow::anyhow!("event follower failed: {e}"))?;
+                            held = Some(w);
+                            match why {
+                                feed::Stopped::Gap(g) => Some(Cmd::Gap(g)),
+                                feed::Stopped::Shutdown => None,
+                            }
+                        }
+                    };
+                    let _ = stop_tx.send(true);
+                    if held.is_none() {
+                        let (w, _) = h.await.map_err(|e| anyhow::anyhow!("event follower failed: {e}"))?;
+                        held = Some(w);
+                    }
+                    cmd
+                }
+                None => tokio::select! {
+                    c = cmds.recv() => c,
+                    _ = shutdown.changed() => None,
+                },
             };
-            let _ = stop_tx.send(true);
-            writer = match follower {
-                Some(h) => h.await.map_err(|e| anyhow::anyhow!("event follower failed: {e}"))?,
-                None => held.take().ok_or_else(|| anyhow::anyhow!("writer lost"))?,
-            };
+            writer = held.take().ok_or_else(|| anyhow::anyhow!("writer lost"))?;
             match cmd {
                 Some(Cmd::Rebuild) => writer = self.online_rebuild(writer).await,
+                Some(Cmd::Gap(why)) => {
+                    {
+                        let mut r = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+                        *r = RebuildState {
+                            running: true,
+                            kind: Some("after lost events".into()),
+                            started_at: Some(chrono::Utc::now()),
+                            last_error: Some(why),
+                            ..Default::default()
+                        };
+                    }
+                    writer = self.online_rebuild(writer).await;
+                }
                 None => {
                     let (w, r) = feed::commit(writer, None).await;
                     r?;

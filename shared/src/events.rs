@@ -91,6 +91,11 @@ pub trait Subscription: Send {
     /// Commits everything delivered so far: a new subscription of the same group starts
     /// after it. Call only once what was delivered is safely applied.
     async fn commit(&mut self) -> Result<(), BusError>;
+    /// Events this group had not read were dropped by the bus (retention) before it could
+    /// read them: says how, once. A consumer that keeps derived state must then rebuild it.
+    fn take_gap(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Where events go and come from.
@@ -160,7 +165,7 @@ impl EventBus for InProcessBus {
 
     async fn subscribe(&self, group: &str) -> Result<Box<dyn Subscription>, BusError> {
         let next = self.log.lock().unwrap_or_else(|e| e.into_inner()).committed.get(group).copied().unwrap_or(0);
-        Ok(Box::new(InProcessSubscription { bus: self.clone(), group: group.to_owned(), next }))
+        Ok(Box::new(InProcessSubscription { bus: self.clone(), group: group.to_owned(), next, gap: None }))
     }
 
     fn name(&self) -> &'static str {
@@ -172,6 +177,7 @@ struct InProcessSubscription {
     bus: InProcessBus,
     group: String,
     next: u64,
+    gap: Option<String>,
 }
 
 #[async_trait]
@@ -184,6 +190,11 @@ impl Subscription for InProcessSubscription {
                 let log = self.bus.log.lock().unwrap_or_else(|e| e.into_inner());
                 if self.next < log.first {
                     tracing::warn!(group = %self.group, lost = log.first - self.next, "in-process bus dropped events this group had not read");
+                    self.gap = Some(format!(
+                        "the in-process bus dropped {} event(s) group {} had not read",
+                        log.first - self.next,
+                        self.group
+                    ));
                     self.next = log.first;
                 }
                 if let Some(e) = log.events.get((self.next - log.first) as usize) {
@@ -201,6 +212,10 @@ impl Subscription for InProcessSubscription {
     async fn commit(&mut self) -> Result<(), BusError> {
         self.bus.log.lock().unwrap_or_else(|e| e.into_inner()).committed.insert(self.group.clone(), self.next);
         Ok(())
+    }
+
+    fn take_gap(&mut self) -> Option<String> {
+        self.gap.take()
     }
 }
 
@@ -325,7 +340,13 @@ impl EventBus for KafkaBus {
         }
         let consumer: rdkafka::consumer::StreamConsumer = c.create().map_err(|e| BusError::Config(e.to_string()))?;
         consumer.subscribe(&[&self.settings.topic]).map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(Box::new(KafkaSubscription { consumer, topic: self.settings.topic.clone(), delivered: HashMap::new() }))
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            topic: self.settings.topic.clone(),
+            delivered: HashMap::new(),
+            checked: Default::default(),
+            gap: None,
+        }))
     }
 
     fn name(&self) -> &'static str {
@@ -338,6 +359,9 @@ struct KafkaSubscription {
     topic: String,
     /// The next offset to commit, per partition.
     delivered: HashMap<i32, i64>,
+    /// Partitions whose first message was checked against the group's committed offset.
+    checked: std::collections::HashSet<i32>,
+    gap: Option<String>,
 }
 
 #[async_trait]
@@ -350,6 +374,26 @@ impl Subscription for KafkaSubscription {
             Ok(Ok(m)) => m,
         };
         let position = format!("{}/{}", m.partition(), m.offset());
+        if self.checked.insert(m.partition()) {
+            // The first message of a partition: if the group had committed an offset and
+            // this message comes after it, the events between were deleted by retention
+            // (the consumer was reset to the oldest kept).
+            use rdkafka::consumer::Consumer as _;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition(&self.topic, m.partition());
+            if let Ok(c) = self.consumer.committed_offsets(tpl, Duration::from_secs(5))
+                && let Some(rdkafka::Offset::Offset(committed)) =
+                    c.find_partition(&self.topic, m.partition()).map(|e| e.offset())
+                && m.offset() > committed
+            {
+                self.gap = Some(format!(
+                    "partition {} of {}: the group's position {committed} is older than the oldest kept event {}",
+                    m.partition(),
+                    self.topic,
+                    m.offset()
+                ));
+            }
+        }
         self.delivered.insert(m.partition(), m.offset() + 1);
         let payload = m.payload().unwrap_or_default();
         let event = serde_json::from_slice(payload)
@@ -370,5 +414,9 @@ impl Subscription for KafkaSubscription {
         self.consumer
             .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
             .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    fn take_gap(&mut self) -> Option<String> {
+        self.gap.take()
     }
 }
