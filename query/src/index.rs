@@ -90,7 +90,8 @@ impl SearchIndex {
     pub fn open(dir: &Path) -> Result<(Arc<SearchIndex>, Opened), IndexError> {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::Io(dir.to_owned(), e))?;
         let (schema, fields) = schema::build();
-        let has_index = dir.join("meta.json").exists();
+        let meta_json = dir.join("meta.json");
+        let has_index = std::fs::exists(&meta_json).map_err(|e| IndexError::Io(meta_json.clone(), e))?;
         let meta = read_meta(dir);
         let opened = match (has_index, meta) {
             (true, Some(m)) if m.schema_version == SCHEMA_VERSION => Opened::Existing,
@@ -309,6 +310,10 @@ pub mod layout {
         move |e| IndexError::Io(p.to_owned(), e)
     }
 
+    fn there(p: &Path) -> Result<bool, IndexError> {
+        std::fs::exists(p).map_err(io(p))
+    }
+
     fn sync_dir(p: &Path) -> Result<(), IndexError> {
         std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(io(p))
     }
@@ -317,15 +322,15 @@ pub mod layout {
     pub fn open_live(root: &Path) -> Result<(Arc<SearchIndex>, Opened), IndexError> {
         std::fs::create_dir_all(root).map_err(io(root))?;
         let (live, next, old) = (live(root), next(root), old(root));
-        if !live.exists() && old.exists() && next.exists() {
+        if !there(&live)? && there(&old)? && there(&next)? {
             // Killed between the two renames: the rebuilt index was complete.
             std::fs::rename(&next, &live).map_err(io(&next))?;
             sync_dir(root)?;
         }
-        if old.exists() {
+        if there(&old)? {
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
         }
-        if next.exists() {
+        if there(&next)? {
             // An unfinished rebuild: the live index still answers; the rebuild starts over
             // when asked again.
             std::fs::remove_dir_all(&next).map_err(io(&next))?;
@@ -336,7 +341,7 @@ pub mod layout {
     /// A fresh, empty index in `DIR/next`.
     pub fn create_next(root: &Path) -> Result<Arc<SearchIndex>, IndexError> {
         let next = next(root);
-        if next.exists() {
+        if there(&next)? {
             std::fs::remove_dir_all(&next).map_err(io(&next))?;
         }
         Ok(SearchIndex::open(&next)?.0)
@@ -345,12 +350,12 @@ pub mod layout {
     /// Makes `DIR/next` the live index and opens it.
     pub fn swap(root: &Path) -> Result<Arc<SearchIndex>, IndexError> {
         let (live, next, old) = (live(root), next(root), old(root));
-        if live.exists() {
+        if there(&live)? {
             std::fs::rename(&live, &old).map_err(io(&live))?;
         }
         std::fs::rename(&next, &live).map_err(io(&next))?;
         sync_dir(root)?;
-        if old.exists() {
+        if there(&old)? {
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
         }
         Ok(SearchIndex::open(&live)?.0)

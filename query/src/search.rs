@@ -289,7 +289,7 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn raw_q(&self, field: Field, v: &Value, pos: usize, lower: bool) -> Result<Q, SyntaxError> {
+    fn raw_q(field: Field, v: &Value, pos: usize, lower: bool) -> Result<Q, SyntaxError> {
         let norm = |s: &str| if lower { s.to_lowercase() } else { s.to_owned() };
         Ok(match v {
             Value::Word(w) | Value::Phrase(w) => term_q(field, &norm(w)),
@@ -307,7 +307,7 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn date_q(&self, field: Field, v: &Value, pos: usize) -> Result<Q, SyntaxError> {
+    fn date_q(field: Field, v: &Value, pos: usize) -> Result<Q, SyntaxError> {
         match v {
             Value::Range(a, b) => {
                 let from = a.as_deref().map(|s| parse_date(s, pos, false)).transpose()?;
@@ -336,7 +336,7 @@ impl<'a> Builder<'a> {
                 terms_q(field, &keyed)
             }
             Value::Prefix(p) => {
-                Some(self.raw_q(field, &Value::Prefix(format!("{key}:{}", p.to_lowercase())), pos, false)?)
+                Some(Self::raw_q(field, &Value::Prefix(format!("{key}:{}", p.to_lowercase())), pos, false)?)
             }
             Value::Range(..) => {
                 return Err(SyntaxError {
@@ -412,19 +412,19 @@ impl<'a> Builder<'a> {
                         self.value_over(&fields, value, mark, pos)
                     }
                     "tags" | "tag" => {
-                        let raw = self.raw_q(f.tags, value, pos, true)?;
+                        let raw = Self::raw_q(f.tags, value, pos, true)?;
                         let text = self.value_over(&multi(f.tags_text), value, mark, pos)?;
                         Ok(Some(union(std::iter::once(raw).chain(text).collect())))
                     }
-                    "content_type" | "type" => self.raw_q(f.content_type, value, pos, true).map(Some),
-                    "state" => self.raw_q(f.state, value, pos, true).map(Some),
-                    "element" | "element_id" => self.raw_q(f.element_id, value, pos, false).map(Some),
-                    "document_id" => self.raw_q(f.document_id, value, pos, true).map(Some),
-                    "file_id" | "id" => self.raw_q(f.file_id, value, pos, true).map(Some),
-                    "language" | "lang" => self.raw_q(f.language, value, pos, true).map(Some),
-                    "extraction" => self.raw_q(f.extraction, value, pos, true).map(Some),
-                    "created" => self.date_q(f.created, value, pos).map(Some),
-                    "updated" => self.date_q(f.updated, value, pos).map(Some),
+                    "content_type" | "type" => Self::raw_q(f.content_type, value, pos, true).map(Some),
+                    "state" => Self::raw_q(f.state, value, pos, true).map(Some),
+                    "element" | "element_id" => Self::raw_q(f.element_id, value, pos, false).map(Some),
+                    "document_id" => Self::raw_q(f.document_id, value, pos, true).map(Some),
+                    "file_id" | "id" => Self::raw_q(f.file_id, value, pos, true).map(Some),
+                    "language" | "lang" => Self::raw_q(f.language, value, pos, true).map(Some),
+                    "extraction" => Self::raw_q(f.extraction, value, pos, true).map(Some),
+                    "created" => Self::date_q(f.created, value, pos).map(Some),
+                    "updated" => Self::date_q(f.updated, value, pos).map(Some),
                     key => {
                         let key = key.strip_prefix("metadata.").unwrap_or(key).to_owned();
                         self.meta_q(&key, value, pos, mark)
