@@ -36,6 +36,9 @@ fn tv(what: &str) -> impl FnOnce(tantivy::TantivyError) -> IndexError + '_ {
 struct Meta {
     schema_version: u32,
     created_at: chrono::DateTime<chrono::Utc>,
+    /// Names this index (caches shared through Redis key on it).
+    #[serde(default)]
+    id: Option<Uuid>,
 }
 
 /// How an index was opened.
@@ -58,8 +61,11 @@ pub struct SearchIndex {
     pub fields: Fields,
     /// Committed-or-pending revision of every file in the index.
     revisions: RwLock<HashMap<Uuid, u64>>,
-    /// Bumped on every commit (caches key on it).
+    /// The opstamp of the last commit: grows with every commit, survives restarts (caches
+    /// key on it).
     generation: AtomicU64,
+    /// This index's id (from `artstore-index.json`).
+    pub id: Uuid,
     /// The payload of the last commit (a reindex checkpoint, say).
     payload: RwLock<Option<String>>,
 }
@@ -75,7 +81,7 @@ fn read_meta(dir: &Path) -> Option<Meta> {
 }
 
 fn write_meta(dir: &Path) -> Result<(), IndexError> {
-    let meta = Meta { schema_version: SCHEMA_VERSION, created_at: chrono::Utc::now() };
+    let meta = Meta { schema_version: SCHEMA_VERSION, created_at: chrono::Utc::now(), id: Some(Uuid::new_v4()) };
     let tmp = dir.join(format!("{META_FILE}.tmp"));
     let io = |e| IndexError::Io(tmp.clone(), e);
     std::fs::write(&tmp, serde_json::to_vec_pretty(&meta).unwrap_or_default()).map_err(io)?;
@@ -116,14 +122,18 @@ impl SearchIndex {
         };
         schema::register_analyzers(&index);
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(tv("reader"))?;
-        let payload = index.load_metas().ok().and_then(|m| m.payload);
+        let metas = index.load_metas().ok();
+        let payload = metas.as_ref().and_then(|m| m.payload.clone());
+        let opstamp = metas.map_or(0, |m| m.opstamp);
+        let id = read_meta(dir).and_then(|m| m.id).unwrap_or_else(Uuid::new_v4);
         let this = SearchIndex {
             dir: dir.to_owned(),
             index,
             reader,
             fields,
             revisions: RwLock::new(HashMap::new()),
-            generation: AtomicU64::new(1),
+            generation: AtomicU64::new(opstamp),
+            id,
             payload: RwLock::new(payload),
         };
         this.load_revisions()?;
@@ -262,12 +272,12 @@ impl Writer {
         if let Some(p) = &payload {
             prepared.set_payload(p);
         }
-        prepared.commit().map_err(tv("commit"))?;
+        let opstamp = prepared.commit().map_err(tv("commit"))?;
         self.index.reader.reload().map_err(tv("reload"))?;
         if payload.is_some() {
             *self.index.payload.write().unwrap_or_else(|p| p.into_inner()) = payload;
         }
-        self.index.generation.fetch_add(1, Ordering::AcqRel);
+        self.index.generation.store(opstamp, Ordering::Release);
         self.pending = 0;
         Ok(())
     }

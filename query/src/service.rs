@@ -39,6 +39,51 @@ enum Cmd {
 struct CacheMetrics {
     hits: Counter,
     misses: Counter,
+    l2_hits: Counter,
+    l2_misses: Counter,
+    l2_errors: Counter,
+}
+
+/// The shared second-level result cache in Redis: keyed by the index's id and the opstamp
+/// of its last commit (so a commit makes every older entry unreachable), kept `ttl`.
+/// Redis being slow or down never slows a search by more than `timeout`.
+struct L2 {
+    client: redis::Client,
+    conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    ttl: u64,
+    timeout: Duration,
+}
+
+impl L2 {
+    async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
+        let c = self
+            .conn
+            .get_or_try_init(|| async {
+                tokio::time::timeout(Duration::from_secs(1), redis::aio::ConnectionManager::new(self.client.clone()))
+                    .await
+                    .map_err(|_| ())?
+                    .map_err(|_| ())
+            })
+            .await;
+        c.ok().cloned()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, ()> {
+        let mut c = self.conn().await.ok_or(())?;
+        let r: Result<redis::RedisResult<Option<String>>, _> =
+            tokio::time::timeout(self.timeout, redis::cmd("GET").arg(key).query_async(&mut c)).await;
+        r.map_err(|_| ())?.map_err(|_| ())
+    }
+
+    async fn set(&self, key: String, value: String) {
+        if let Some(mut c) = self.conn().await {
+            let _: Result<redis::RedisResult<()>, _> = tokio::time::timeout(
+                Duration::from_secs(1),
+                redis::cmd("SET").arg(&key).arg(value).arg("EX").arg(self.ttl).query_async(&mut c),
+            )
+            .await;
+        }
+    }
 }
 
 /// A running query service.
@@ -52,6 +97,7 @@ pub struct QueryService {
     pub health: Health,
     cache: moka::sync::Cache<String, Arc<Value>>,
     cache_metrics: CacheMetrics,
+    l2: Option<Arc<L2>>,
     commands: mpsc::Sender<Cmd>,
     commands_rx: Mutex<Option<mpsc::Receiver<Cmd>>>,
     opened: Opened,
@@ -86,7 +132,27 @@ impl QueryService {
             hits: health
                 .metrics()
                 .counter("artstore_query_result_cache_hits", "Searches answered from the result cache"),
-            misses: health.metrics().counter("artstore_query_result_cache_misses", "Searches that ran on the index"),
+            misses: health
+                .metrics()
+                .counter("artstore_query_result_cache_misses", "Searches not in the in-process cache"),
+            l2_hits: health
+                .metrics()
+                .counter("artstore_query_result_cache_l2_hits", "Searches answered from the Redis cache"),
+            l2_misses: health
+                .metrics()
+                .counter("artstore_query_result_cache_l2_misses", "Searches not in the Redis cache"),
+            l2_errors: health
+                .metrics()
+                .counter("artstore_query_result_cache_l2_errors", "Redis cache lookups that failed or timed out"),
+        };
+        let l2 = match &cfg.redis {
+            Some(url) => Some(Arc::new(L2 {
+                client: redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("redis url {url:?}: {e}"))?,
+                conn: tokio::sync::OnceCell::new(),
+                ttl: cfg.redis_cache_ttl_secs.max(1),
+                timeout: Duration::from_millis(50),
+            })),
+            None => None,
         };
         let searches = health.metrics().counter("artstore_query_searches", "Searches answered");
         Ok(Arc::new(QueryService {
@@ -99,6 +165,7 @@ impl QueryService {
             health,
             cache,
             cache_metrics,
+            l2,
             commands: tx,
             commands_rx: Mutex::new(Some(rx)),
             opened,
@@ -116,8 +183,8 @@ impl QueryService {
         self.searches.inc();
         let index = self.index();
         let key = format!(
-            "{:p}|{}|{}",
-            Arc::as_ptr(&index),
+            "artstore:query:search:{}:{}:{}",
+            index.id,
             index.generation(),
             serde_json::to_string(&req).unwrap_or_default()
         );
@@ -126,12 +193,30 @@ impl QueryService {
             return Ok(v);
         }
         self.cache_metrics.misses.inc();
+        if let Some(l2) = &self.l2 {
+            match l2.get(&key).await {
+                Ok(Some(text)) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                        self.cache_metrics.l2_hits.inc();
+                        let v = Arc::new(v);
+                        self.cache.insert(key, v.clone());
+                        return Ok(v);
+                    }
+                }
+                Ok(None) => _ = self.cache_metrics.l2_misses.inc(),
+                Err(()) => _ = self.cache_metrics.l2_errors.inc(),
+            }
+        }
         let now = chrono::Utc::now();
         let v = tokio::task::spawn_blocking(move || search::run(&index, &req, now))
             .await
             .map_err(|e| SearchError::BadParameter(format!("search task failed: {e}")))??;
         let v = Arc::new(v);
-        self.cache.insert(key, v.clone());
+        self.cache.insert(key.clone(), v.clone());
+        if let Some(l2) = self.l2.clone() {
+            let text = v.to_string();
+            tokio::spawn(async move { l2.set(key, text).await });
+        }
         Ok(v)
     }
 
@@ -158,6 +243,9 @@ impl QueryService {
             "cache": {
                 "hits": self.cache_metrics.hits.get(),
                 "misses": self.cache_metrics.misses.get(),
+                "redis_hits": self.cache_metrics.l2_hits.get(),
+                "redis_misses": self.cache_metrics.l2_misses.get(),
+                "redis_errors": self.cache_metrics.l2_errors.get(),
             },
         })
     }

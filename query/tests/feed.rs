@@ -323,3 +323,54 @@ async fn an_empty_index_fills_itself_and_a_killed_reindex_resumes() {
     assert_eq!(st["rebuild"]["progress"]["listed"].as_u64().unwrap() + first, 450, "{st}");
     q.shutdown().await;
 }
+
+/// The shared result cache in Redis (the one `scripts/services.sh` starts): a second query
+/// service on the same index answers a repeated search from Redis; a commit makes the entry
+/// unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_results_are_shared_through_redis_until_the_next_commit() {
+    let fake = Fake::default();
+    let url = start_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("idx");
+    let (index, _) = layout::open_live(&root).unwrap();
+    let mut w = index.writer(20 << 20).unwrap();
+    let sc = fake.put(Uuid::now_v7(), "cached.txt", "kappa", 1, "active");
+    let doc = sources(&url).prepare(&index, sc, "se-1").await.unwrap().unwrap();
+    w.apply(&doc);
+    w.commit(None).unwrap();
+    let cfg =
+        QueryConfig { index: Some(root.clone()), redis: Some("redis://127.0.0.1:6379".into()), ..Default::default() };
+    let open = || QueryService::open(cfg.clone(), root.clone(), sources(&url), Health::new()).unwrap();
+    let (a, b) = (open(), open());
+    let req = || SearchRequest {
+        q: format!("kappa {}", Uuid::now_v7().simple()).replace("kappa ", "kappa OR "),
+        limit: 5,
+        ..Default::default()
+    };
+    let r = req();
+    let first = a.search(r.clone()).await.unwrap();
+    assert_eq!(first["total"], 1);
+    assert_eq!(a.status()["cache"]["redis_misses"], 1, "{}", a.status());
+    // The write to Redis is not awaited by the search; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = b.search(r.clone()).await.unwrap();
+        assert_eq!(again, first);
+        if b.status()["cache"]["redis_hits"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never answered from redis: {}", b.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A commit moves the index's generation: the next search runs on the index.
+    let sc = fake.put(Uuid::now_v7(), "cached2.txt", "kappa", 1, "active");
+    let doc = sources(&url).prepare(&index, sc, "se-1").await.unwrap().unwrap();
+    w.apply(&doc);
+    w.commit(None).unwrap();
+    w.close().unwrap();
+    let c = open();
+    let fresh = c.search(r.clone()).await.unwrap();
+    assert_eq!(fresh["total"], 2);
+    assert_eq!(c.status()["cache"]["redis_hits"], 0);
+}
