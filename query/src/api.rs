@@ -1,6 +1,7 @@
 //! The query role's HTTP API: search, suggestions, similar documents, the index's status
 //! and rebuild, and reads of files, content and versions through to their element.
 
+use crate::feed::CachedSidecar;
 use crate::search::{self, DEFAULT_LIMIT, FACETS, MAX_LIMIT, RETENTION_FILTERS, SearchError, SearchRequest, Sort};
 use crate::service::QueryService;
 use artstore_shared::auth::{Auth, Caller, Permission, Role};
@@ -385,13 +386,49 @@ async fn locate(svc: &QueryService, id: Uuid, headers: &HeaderMap) -> ApiResult<
     Err(down.unwrap_or_else(|| ApiError::not_found(format!("no file {id}"))))
 }
 
-/// `GET /api/v1/files/{id}`: the sidecar, from the element that holds it.
+fn cached_sidecar_answer(c: &CachedSidecar, headers: &HeaderMap, hit: bool) -> Response {
+    let not_modified = c.etag.as_deref().is_some_and(|etag| {
+        headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    });
+    let mut b = Response::builder()
+        .status(if not_modified { StatusCode::NOT_MODIFIED } else { StatusCode::OK })
+        .header("artstore-element-id", c.element_id.as_str())
+        .header("artstore-cache", if hit { "hit" } else { "miss" });
+    if let Some(etag) = &c.etag {
+        b = b.header(header::ETAG, etag.as_str());
+    }
+    let body = if not_modified {
+        Body::empty()
+    } else {
+        b = b.header(header::CONTENT_TYPE, "application/json");
+        Body::from(c.body.clone())
+    };
+    b.body(body).unwrap_or_default()
+}
+
+/// `GET /api/v1/files/{id}`: the sidecar, from the element that holds it (kept in memory
+/// until an event for the file arrives, a minute at most).
 async fn get_file(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     caller.require(Permission::ReadMetadata)?;
     let id: Uuid = id.parse().map_err(|_| bad(format!("{id:?} is not a file id")))?;
+    if let Some(c) = s.svc.sources.sidecars.get(&id) {
+        s.svc.sidecar_hit();
+        return Ok(cached_sidecar_answer(&c, &headers, true));
+    }
+    s.svc.sidecar_miss();
     let el = locate(&s.svc, id, &headers).await?;
     let resp = pass_through(&s.svc, &el, Method::GET, &format!("/api/v1/files/{id}"), &headers).await?;
-    Ok(stream_back(&el, resp))
+    if resp.status() != StatusCode::OK {
+        return Ok(stream_back(&el, resp));
+    }
+    let etag = resp.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = resp.bytes().await.map_err(|e| unavailable(&el, &e.to_string()))?;
+    let cached = Arc::new(CachedSidecar { element_id: el, etag, body });
+    s.svc.sources.sidecars.insert(id, cached.clone());
+    Ok(cached_sidecar_answer(&cached, &HeaderMap::new(), false))
 }
 
 /// `GET|HEAD /api/v1/files/{id}/content`: streamed from the element with `Range`, `ETag`

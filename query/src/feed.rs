@@ -31,6 +31,31 @@ pub struct Sources {
     pub extractor: Arc<Extractor>,
     /// Parallel fetch-and-extract jobs.
     pub concurrency: usize,
+    /// Sidecars read through this role, by file id; an event or an index change for the
+    /// file drops its entry, and entries live a minute at most.
+    pub sidecars: moka::sync::Cache<Uuid, Arc<CachedSidecar>>,
+}
+
+/// A sidecar as an element answered it.
+#[derive(Debug, Clone)]
+pub struct CachedSidecar {
+    pub element_id: String,
+    pub etag: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+impl Sources {
+    /// Sources with an empty sidecar cache.
+    pub fn new(
+        discovery: Arc<dyn Discovery>,
+        client: ElementClient,
+        token: Arc<ServiceToken>,
+        extractor: Arc<Extractor>,
+        concurrency: usize,
+    ) -> Sources {
+        let sidecars = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
+        Sources { discovery, client, token, extractor, concurrency, sidecars }
+    }
 }
 
 /// Why a document could not be prepared.
@@ -267,6 +292,9 @@ pub async fn follow(
                 }
             }
             status.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for id in batch.iter().filter_map(|e| e.file_id) {
+                sources.sidecars.invalidate(&id);
+            }
             let prepared: Vec<_> = futures_util::stream::iter(batch.clone())
                 .map(|ev| {
                     let (sources, index) = (sources.clone(), index.clone());
@@ -414,6 +442,7 @@ pub async fn reindex(
                         if matches!(doc.extraction, Extraction::Failed { .. }) {
                             report.extraction_failed += 1;
                         }
+                        sources.sidecars.invalidate(&doc.sidecar.file_id);
                         match writer.apply(&doc) {
                             Applied::Indexed => report.indexed += 1,
                             Applied::UpToDate => report.up_to_date += 1,

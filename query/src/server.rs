@@ -100,13 +100,13 @@ pub fn sources(cfg: &QueryConfig, root: &std::path::Path, deps: &mut QueryDeps) 
     } else {
         cfg.extract_workers * 2
     };
-    Ok(Arc::new(Sources {
+    Ok(Arc::new(Sources::new(
         discovery,
-        client: ElementClient::new(Duration::from_secs(60)),
-        token: Arc::new(token),
+        ElementClient::new(Duration::from_secs(60)),
+        Arc::new(token),
         extractor,
         concurrency,
-    }))
+    )))
 }
 
 impl QueryServer {

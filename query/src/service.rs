@@ -42,6 +42,8 @@ struct CacheMetrics {
     l2_hits: Counter,
     l2_misses: Counter,
     l2_errors: Counter,
+    sidecar_hits: Counter,
+    sidecar_misses: Counter,
 }
 
 /// The shared second-level result cache in Redis: keyed by the index's id and the opstamp
@@ -144,6 +146,12 @@ impl QueryService {
             l2_errors: health
                 .metrics()
                 .counter("artstore_query_result_cache_l2_errors", "Redis cache lookups that failed or timed out"),
+            sidecar_hits: health
+                .metrics()
+                .counter("artstore_query_sidecar_cache_hits", "Sidecar reads answered from memory"),
+            sidecar_misses: health
+                .metrics()
+                .counter("artstore_query_sidecar_cache_misses", "Sidecar reads passed to an element"),
         };
         let l2 = match &cfg.redis {
             Some(url) => Some(Arc::new(L2 {
@@ -220,6 +228,16 @@ impl QueryService {
         Ok(v)
     }
 
+    /// Counts a sidecar read answered from memory.
+    pub fn sidecar_hit(&self) {
+        self.cache_metrics.sidecar_hits.inc();
+    }
+
+    /// Counts a sidecar read passed to an element.
+    pub fn sidecar_miss(&self) {
+        self.cache_metrics.sidecar_misses.inc();
+    }
+
     /// `GET /api/v1/index`.
     pub fn status(&self) -> Value {
         let index = self.index();
@@ -246,6 +264,8 @@ impl QueryService {
                 "redis_hits": self.cache_metrics.l2_hits.get(),
                 "redis_misses": self.cache_metrics.l2_misses.get(),
                 "redis_errors": self.cache_metrics.l2_errors.get(),
+                "sidecar_hits": self.cache_metrics.sidecar_hits.get(),
+                "sidecar_misses": self.cache_metrics.sidecar_misses.get(),
             },
         })
     }

@@ -92,13 +92,13 @@ async fn start_fake(fake: Fake) -> String {
 fn sources(url: &str) -> Arc<Sources> {
     let discovery: Arc<dyn Discovery> =
         Arc::new(StaticDiscovery::start(vec![("se-1".to_owned(), url.to_owned())], ProbeConfig::default()));
-    Arc::new(Sources {
+    Arc::new(Sources::new(
         discovery,
-        client: ElementClient::new(Duration::from_secs(5)),
-        token: Arc::new(ServiceToken::Static("t".into())),
-        extractor: Arc::new(Extractor::in_process(Default::default())),
-        concurrency: 4,
-    })
+        ElementClient::new(Duration::from_secs(5)),
+        Arc::new(ServiceToken::Static("t".into())),
+        Arc::new(Extractor::in_process(Default::default())),
+        4,
+    ))
 }
 
 struct Running {
@@ -373,4 +373,54 @@ async fn search_results_are_shared_through_redis_until_the_next_commit() {
     let fresh = c.search(r.clone()).await.unwrap();
     assert_eq!(fresh["total"], 2);
     assert_eq!(c.status()["cache"]["redis_hits"], 0);
+}
+
+/// Reads of a sidecar through the role are kept in memory until an event for the file
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_reads_are_cached_until_an_event_for_the_file() {
+    use artstore_shared::auth::{Auth, JWKS_FILE, JwksSource, LocalSigner, TokenVerifier, VerifierConfig};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let fake = Fake::default();
+    let url = start_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = LocalSigner::load_or_create(&dir.path().join("keys")).unwrap();
+    let verifier = Arc::new(TokenVerifier::new(
+        JwksSource::File(dir.path().join("keys").join(JWKS_FILE)),
+        VerifierConfig::default(),
+        Arc::new(artstore_shared::SystemClock),
+    ));
+    verifier.load().await.unwrap();
+    let bus = InProcessBus::default();
+    let q = start(&dir.path().join("idx"), &url, Arc::new(bus.clone()));
+    let router =
+        artstore_query::api::router(artstore_query::api::AppState { svc: q.svc.clone(), auth: Auth(verifier) });
+    let token = signer.issue("t", &["reader".to_owned()], Duration::from_secs(600), chrono::Utc::now()).unwrap();
+    let id = Uuid::now_v7();
+    fake.put(id, "s.txt", "lambda", 1, "active");
+    let get = |router: axum::Router| {
+        let token = token.clone();
+        async move {
+            let req = axum::http::Request::get(format!("/api/v1/files/{id}"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            let cached = resp.headers().get("artstore-cache").is_some_and(|v| v == "hit");
+            let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            (cached, v["revision"].as_u64().unwrap())
+        }
+    };
+    assert_eq!(get(router.clone()).await, (false, 1));
+    assert_eq!(get(router.clone()).await, (true, 1));
+    let sc = fake.put(id, "s.txt", "lambda", 2, "active");
+    bus.publish(&[event("metadata_updated", &sc)]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while q.svc.index().revision_of(id) != Some(2) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(router.clone()).await, (false, 2));
+    q.shutdown().await;
 }
