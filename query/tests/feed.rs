@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// What the fake element holds: sidecar and content by file id.
+type Held = BTreeMap<Uuid, (Value, Vec<u8>)>;
+
 #[derive(Clone, Default)]
-struct Fake(Arc<Mutex<BTreeMap<Uuid, (Value, Vec<u8>)>>>);
+struct Fake(Arc<Mutex<Held>>);
 
 impl Fake {
     fn put(&self, id: Uuid, name: &str, text: &str, revision: u64, state: &str) -> Value {
