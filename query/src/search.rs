@@ -144,7 +144,8 @@ fn union(qs: Vec<Q>) -> Q {
     }
 }
 
-fn regex_escape(s: &str) -> String {
+/// Escapes `s` for tantivy's term regexes.
+pub(crate) fn regex_escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if "\\.+*?()|[]{}^$#&-~\"<>@".contains(c) {

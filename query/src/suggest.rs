@@ -4,7 +4,7 @@
 use crate::doc::stored;
 use crate::index::SearchIndex;
 use crate::schema::content_field_for;
-use crate::search::SearchError;
+use crate::search::{SearchError, regex_escape};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use tantivy::collector::TopDocs;
@@ -12,10 +12,6 @@ use tantivy::query::{BooleanQuery, MoreLikeThisQuery, Occur, Query, RegexQuery, 
 use tantivy::schema::{Field, IndexRecordOption, OwnedValue};
 use tantivy::{Searcher, Term};
 use uuid::Uuid;
-
-fn regex_escape(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_alphanumeric() { vec![c] } else { vec!['\\', c] }).collect()
-}
 
 /// Terms of `field` that start with `prefix`, with the number of documents holding each.
 fn terms_with_prefix(searcher: &Searcher, field: Field, prefix: &str, cap: usize) -> HashMap<String, u64> {
