@@ -509,23 +509,34 @@ pub fn build_query(index: &SearchIndex, r: &SearchRequest, now: DateTime<Utc>) -
     Ok((Box::new(BooleanQuery::new(clauses)), b.marks))
 }
 
-fn top(searcher: &Searcher, q: &dyn Query, r: &SearchRequest) -> tantivy::Result<Vec<(Option<f32>, DocAddress)>> {
+type Hits = Vec<(Option<f32>, DocAddress)>;
+type Aggs = Option<tantivy::aggregation::agg_result::AggregationResults>;
+
+/// One pass over the matching documents: the page of hits in the asked order, the total,
+/// and the term facets.
+fn collect(
+    searcher: &Searcher,
+    q: &dyn Query,
+    r: &SearchRequest,
+    aggs: Option<tantivy::aggregation::AggregationCollector>,
+) -> tantivy::Result<(Hits, usize, Aggs)> {
     let td = TopDocs::with_limit(r.limit.max(1)).and_offset(r.offset);
     Ok(match r.sort {
-        Sort::Relevance => searcher.search(q, &td.order_by_score())?.into_iter().map(|(s, a)| (Some(s), a)).collect(),
+        Sort::Relevance => {
+            let (top, n, a) = searcher.search(q, &(td.order_by_score(), Count, aggs))?;
+            (top.into_iter().map(|(s, a)| (Some(s), a)).collect(), n, a)
+        }
         Sort::Created | Sort::CreatedDesc => {
             let order = if r.sort == Sort::Created { Order::Asc } else { Order::Desc };
-            searcher
-                .search(q, &td.order_by_fast_field::<tantivy::DateTime>("created", order))?
-                .into_iter()
-                .map(|(_, a)| (None, a))
-                .collect()
+            let c = td.order_by_fast_field::<tantivy::DateTime>("created", order);
+            let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
+            (top.into_iter().map(|(_, a)| (None, a)).collect(), n, a)
         }
-        Sort::Name => searcher
-            .search(q, &td.order_by_string_fast_field("name_sort", Order::Asc))?
-            .into_iter()
-            .map(|(_, a)| (None, a))
-            .collect(),
+        Sort::Name => {
+            let c = td.order_by_string_fast_field("name_sort", Order::Asc);
+            let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
+            (top.into_iter().map(|(_, a)| (None, a)).collect(), n, a)
+        }
     })
 }
 
@@ -536,27 +547,33 @@ fn facet_field(name: &str) -> &str {
     }
 }
 
+/// The aggregation that counts the term facets asked for, if any.
+fn facet_collector(r: &SearchRequest) -> Result<Option<tantivy::aggregation::AggregationCollector>, SearchError> {
+    let mut req = Map::new();
+    for name in r.facets.iter().filter(|f| f.as_str() != "retention") {
+        let size = if name.as_str() == "year" { 200 } else { 50 };
+        req.insert(name.clone(), json!({"terms": {"field": facet_field(name), "size": size}}));
+    }
+    if req.is_empty() {
+        return Ok(None);
+    }
+    let aggs: tantivy::aggregation::agg_req::Aggregations =
+        serde_json::from_value(serde_json::Value::Object(req)).map_err(|e| SearchError::BadParameter(e.to_string()))?;
+    Ok(Some(tantivy::aggregation::AggregationCollector::from_aggs(aggs, Default::default())))
+}
+
 fn facets(
     searcher: &Searcher,
     index: &SearchIndex,
     q: &dyn Query,
     r: &SearchRequest,
+    aggs: Aggs,
     now: DateTime<Utc>,
 ) -> Result<Map<String, serde_json::Value>, SearchError> {
     let mut out = Map::new();
-    let terms: Vec<&String> = r.facets.iter().filter(|f| f.as_str() != "retention").collect();
-    if !terms.is_empty() {
-        let mut req = Map::new();
-        for name in &terms {
-            let size = if name.as_str() == "year" { 200 } else { 50 };
-            req.insert((*name).clone(), json!({"terms": {"field": facet_field(name), "size": size}}));
-        }
-        let aggs: tantivy::aggregation::agg_req::Aggregations = serde_json::from_value(serde_json::Value::Object(req))
-            .map_err(|e| SearchError::BadParameter(e.to_string()))?;
-        let collector = tantivy::aggregation::AggregationCollector::from_aggs(aggs, Default::default());
-        let res = searcher.search(q, &collector)?;
+    if let Some(res) = aggs {
         let res = serde_json::to_value(&res).unwrap_or_default();
-        for name in terms {
+        for name in r.facets.iter().filter(|f| f.as_str() != "retention") {
             let buckets = res[name.as_str()]["buckets"].as_array().cloned().unwrap_or_default();
             let mut vals: Vec<serde_json::Value> = buckets
                 .iter()
@@ -595,8 +612,7 @@ pub fn run(index: &SearchIndex, r: &SearchRequest, now: DateTime<Utc>) -> Result
     let started = std::time::Instant::now();
     let (q, marks) = build_query(index, r, now)?;
     let searcher = index.reader.searcher();
-    let total = searcher.search(&q, &Count)?;
-    let hits = top(&searcher, &*q, r)?;
+    let (hits, total, aggs) = collect(&searcher, &*q, r, facet_collector(r)?)?;
     let mut multi = schema::multi_analyzer();
     let mut out_hits = Vec::with_capacity(hits.len());
     for (score, addr) in hits {
@@ -629,7 +645,7 @@ pub fn run(index: &SearchIndex, r: &SearchRequest, now: DateTime<Utc>) -> Result
         hit["highlights"] = serde_json::Value::Object(hl);
         out_hits.push(hit);
     }
-    let facets = facets(&searcher, index, &*q, r, now)?;
+    let facets = facets(&searcher, index, &*q, r, aggs, now)?;
     let next = r.offset + r.limit;
     Ok(json!({
         "total": total,
