@@ -30,6 +30,9 @@ impl Extraction {
     }
 }
 
+/// How the reason of an extraction starts when the content could not be read at all.
+pub const UNREAD_PREFIX: &str = "content not read";
+
 /// A document ready to be indexed: its sidecar, where it lives and its text.
 #[derive(Debug, Clone)]
 pub struct DocInput {
@@ -205,8 +208,18 @@ pub fn stored(f: &Fields, doc: &TantivyDocument) -> Stored {
 }
 
 impl Stored {
-    /// The extraction this stored document carries, to keep it when only metadata changed.
+    /// Whether the content could not be read at all (its element did not answer): such a
+    /// document is read again by the next update, repair or rebuild.
+    pub fn content_unread(&self) -> bool {
+        self.extraction == "failed" && self.extraction_reason.as_deref().is_some_and(|r| r.starts_with(UNREAD_PREFIX))
+    }
+
+    /// The extraction this stored document carries, to keep it when only metadata changed
+    /// (none when the content was never read).
     pub fn extraction(&self) -> Option<Extraction> {
+        if self.content_unread() {
+            return None;
+        }
         match self.extraction.as_str() {
             "ok" => Some(Extraction::Ok {
                 text: self.text.clone().unwrap_or_default(),

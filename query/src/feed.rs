@@ -147,7 +147,7 @@ impl Sources {
                 Err(e) => last = e.to_string(),
             }
         }
-        Extraction::Failed { reason: format!("content not read from element {element_id}: {last}") }
+        Extraction::Failed { reason: format!("{} from element {element_id}: {last}", crate::doc::UNREAD_PREFIX) }
     }
 }
 
@@ -510,6 +510,25 @@ pub struct DriftReport {
     pub repaired: u64,
 }
 
+/// File ids whose content was not read when they were indexed.
+fn unread(index: &SearchIndex) -> Vec<Uuid> {
+    use tantivy::collector::DocSetCollector;
+    use tantivy::query::TermQuery;
+    let f = &index.fields;
+    let searcher = index.reader.searcher();
+    let q = TermQuery::new(
+        tantivy::Term::from_field_text(f.extraction, "failed"),
+        tantivy::schema::IndexRecordOption::Basic,
+    );
+    let Ok(docs) = searcher.search(&q, &DocSetCollector) else { return Vec::new() };
+    docs.into_iter()
+        .filter_map(|addr| searcher.doc::<tantivy::TantivyDocument>(addr).ok())
+        .map(|d| crate::doc::stored(f, &d))
+        .filter(|s| s.content_unread())
+        .filter_map(|s| s.sidecar["file_id"].as_str().and_then(|i| i.parse().ok()))
+        .collect()
+}
+
 /// Compares the index with every element's listing; with `repair`, indexes what is missing
 /// or stale and removes what no element holds.
 pub async fn check(
@@ -562,6 +581,20 @@ pub async fn check(
             _ => {}
         }
     }
+    // Documents whose content could not be read when they were indexed.
+    for id in unread(index) {
+        if let (Some((rev, el, _)), Some(have)) = (held.get(&id), in_index.get(&id))
+            && have >= rev
+        {
+            report.drift.push(Drift {
+                file_id: id,
+                kind: "stale",
+                element_id: Some(el.clone()),
+                index_revision: Some(*have),
+                element_revision: Some(*rev),
+            });
+        }
+    }
     for (id, have) in &in_index {
         if !held.contains_key(id) {
             report.drift.push(Drift {
@@ -586,6 +619,10 @@ pub async fn check(
             }
             _ => {
                 let Some((_, el, raw)) = held.get(&d.file_id) else { continue };
+                if d.index_revision >= d.element_revision {
+                    // Same revision, content never read: take it out so it is read again.
+                    writer.remove(d.file_id);
+                }
                 if let Some(doc) = sources.prepare(index, raw.clone(), el).await? {
                     writer.apply(&doc);
                     report.repaired += 1;

@@ -24,7 +24,7 @@ use uuid::Uuid;
 type Held = BTreeMap<Uuid, (Value, Vec<u8>)>;
 
 #[derive(Clone, Default)]
-struct Fake(Arc<Mutex<Held>>);
+struct Fake(Arc<Mutex<Held>>, Arc<Mutex<std::collections::HashSet<Uuid>>>);
 
 impl Fake {
     fn put(&self, id: Uuid, name: &str, text: &str, revision: u64, state: &str) -> Value {
@@ -75,7 +75,10 @@ async fn start_fake(fake: Fake) -> String {
         .route(
             "/api/v1/files/{id}/content",
             axum::routing::get(|State(f): State<Fake>, Path(id): Path<Uuid>| async move {
-                f.0.lock().unwrap().get(&id).map(|(_, c)| c.clone()).unwrap_or_default()
+                if f.1.lock().unwrap().contains(&id) {
+                    return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                }
+                Ok(f.0.lock().unwrap().get(&id).map(|(_, c)| c.clone()).unwrap_or_default())
             }),
         )
         .route(
@@ -425,4 +428,37 @@ async fn sidecar_reads_are_cached_until_an_event_for_the_file() {
     }
     assert_eq!(get(router.clone()).await, (false, 2));
     q.shutdown().await;
+}
+
+/// Content that could not be read (its element failed) is indexed by metadata, named
+/// stale by the drift check, and read again by the repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_content_is_stale_until_repaired() {
+    let fake = Fake::default();
+    let url = start_fake(fake.clone()).await;
+    let id = Uuid::now_v7();
+    let sc = fake.put(id, "flaky.txt", "omicron", 1, "active");
+    fake.1.lock().unwrap().insert(id);
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) = layout::open_live(&dir.path().join("idx")).unwrap();
+    let s = sources(&url);
+    let mut w = index.writer(20 << 20).unwrap();
+    let doc = s.prepare(&index, sc, "se-1").await.unwrap().unwrap();
+    assert!(
+        matches!(&doc.extraction, artstore_query::doc::Extraction::Failed { reason } if reason.starts_with("content not read")),
+        "{:?}",
+        doc.extraction
+    );
+    w.apply(&doc);
+    w.commit(None).unwrap();
+    let (w, rep) = feed::check(Some(w), &index, &s, false).await.unwrap();
+    let kinds: Vec<(&str, Uuid)> = rep.drift.iter().map(|d| (d.kind, d.file_id)).collect();
+    assert_eq!(kinds, vec![("stale", id)]);
+    fake.1.lock().unwrap().clear();
+    let (w, rep) = feed::check(w, &index, &s, true).await.unwrap();
+    assert_eq!(rep.repaired, 1);
+    w.unwrap().close().unwrap();
+    assert_eq!(index.get(id).unwrap().extraction, "ok");
+    let (_, rep) = feed::check(None, &index, &s, false).await.unwrap();
+    assert!(rep.drift.is_empty(), "{:?}", rep.drift);
 }
