@@ -520,20 +520,25 @@ fn collect(
     r: &SearchRequest,
     aggs: Option<tantivy::aggregation::AggregationCollector>,
 ) -> tantivy::Result<(Hits, usize, Aggs)> {
+    use tantivy::collector::sort_key::{SortBySimilarityScore, SortByStaticFastValue, SortByString};
     let td = TopDocs::with_limit(r.limit.max(1)).and_offset(r.offset);
+    // Ties are broken by file id (UUIDv7: creation order), so every index holding the same
+    // documents answers in the same order, however its segments were built.
+    let by_id = || (SortByString::for_field("file_id"), Order::Asc);
     Ok(match r.sort {
         Sort::Relevance => {
-            let (top, n, a) = searcher.search(q, &(td.order_by_score(), Count, aggs))?;
-            (top.into_iter().map(|(s, a)| (Some(s), a)).collect(), n, a)
+            let c = td.order_by(((SortBySimilarityScore, Order::Desc), by_id()));
+            let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
+            (top.into_iter().map(|((s, _), a)| (Some(s), a)).collect(), n, a)
         }
         Sort::Created | Sort::CreatedDesc => {
             let order = if r.sort == Sort::Created { Order::Asc } else { Order::Desc };
-            let c = td.order_by_fast_field::<tantivy::DateTime>("created", order);
+            let c = td.order_by(((SortByStaticFastValue::<tantivy::DateTime>::for_field("created"), order), by_id()));
             let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
             (top.into_iter().map(|(_, a)| (None, a)).collect(), n, a)
         }
         Sort::Name => {
-            let c = td.order_by_string_fast_field("name_sort", Order::Asc);
+            let c = td.order_by(((SortByString::for_field("name_sort"), Order::Asc), by_id()));
             let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
             (top.into_iter().map(|(_, a)| (None, a)).collect(), n, a)
         }
