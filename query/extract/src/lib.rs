@@ -83,13 +83,17 @@ impl ExtractError {
     }
 }
 
-/// A library error as a reason: lowercase first letter, no trailing period.
+/// A library error as a reason: lowercase first letter (unless the first word is an
+/// acronym like `PDF`), no trailing period.
 pub(crate) fn reason(e: &dyn std::fmt::Display) -> String {
     let text = e.to_string();
     let text = text.trim().trim_end_matches('.');
+    let first_word = text.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+    let acronym = first_word.chars().filter(|c| c.is_uppercase()).count() > 1;
     let mut chars = text.chars();
     match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
+        Some(first) if !acronym => first.to_lowercase().chain(chars).collect(),
+        Some(_) => text.to_owned(),
         None => String::from("unknown error"),
     }
 }
