@@ -602,6 +602,8 @@ pub struct StandaloneConfig {
     pub listen: String,
     /// Address of the in-process one-node admin cluster (token endpoint, JWKS, admin API).
     pub admin_listen: String,
+    /// Address of the in-process query role (search, reads through to the element).
+    pub query_listen: String,
     /// Log format: pretty or json.
     pub log_format: LogFormat,
 }
@@ -612,6 +614,7 @@ impl Default for StandaloneConfig {
             data: PathBuf::from("./artstore-data"),
             listen: "127.0.0.1:8080".to_owned(),
             admin_listen: "127.0.0.1:8090".to_owned(),
+            query_listen: "127.0.0.1:8083".to_owned(),
             log_format: LogFormat::Pretty,
         }
     }
@@ -628,6 +631,9 @@ pub struct StandaloneArgs {
     /// Address of the in-process admin node (default 127.0.0.1:8090).
     #[arg(long, env = "ARTSTORE_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Address of the in-process query role (default 127.0.0.1:8083).
+    #[arg(long, env = "ARTSTORE_QUERY_LISTEN")]
+    pub query_listen: Option<String>,
     /// A TOML configuration file (keys under [standalone]).
     #[arg(long, env = "ARTSTORE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -639,7 +645,7 @@ pub struct StandaloneArgs {
 impl StandaloneArgs {
     pub fn merge(self, mut cfg: StandaloneConfig) -> StandaloneConfig {
         let a = self;
-        overlay!(cfg, a, data, listen, admin_listen, log_format);
+        overlay!(cfg, a, data, listen, admin_listen, query_listen, log_format);
         cfg
     }
 }
@@ -685,6 +691,9 @@ data = "./artstore-data"
 listen = "127.0.0.1:8080"
 # The in-process admin node: token endpoint, JWKS, admin API. ARTSTORE_ADMIN_LISTEN
 admin_listen = "127.0.0.1:8090"
+# The in-process query role: full-text search over the element's documents, its index in
+# <data>/query. ARTSTORE_QUERY_LISTEN, --query-listen
+query_listen = "127.0.0.1:8083"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 
@@ -877,6 +886,8 @@ writer_heap_mib = 128
 result_cache_entries = 10000
 redis_cache_ttl_secs = 600
 probe_interval_ms = 2000
+# Compare the index with the elements' listings at start and repair what differs.
+reconcile_on_start = false
 log_format = "pretty"
 
 [query.kafka_options]

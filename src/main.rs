@@ -183,10 +183,16 @@ struct StandalonePaths {
     keys: PathBuf,
     element: PathBuf,
     admin: PathBuf,
+    query: PathBuf,
 }
 
 fn standalone_paths(data: &Path) -> StandalonePaths {
-    StandalonePaths { keys: data.join("keys"), element: data.join("element"), admin: data.join("admin") }
+    StandalonePaths {
+        keys: data.join("keys"),
+        element: data.join("element"),
+        admin: data.join("admin"),
+        query: data.join("query"),
+    }
 }
 
 /// The id standalone registers its element under.
@@ -232,8 +238,48 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let verifier = verifier_from(source, &element_cfg, clock.clone());
     verifier.load().await?;
-    let element = Element::build(element_cfg, verifier, clock).await?;
+    let element = Element::build(element_cfg, verifier.clone(), clock).await?;
     register_standalone_element(&node, &format!("http://{addr}"), element.store.mode().as_str()).await?;
+
+    // The query role, fed by the element's in-process events; it reads the element under a
+    // token it signs itself with the local key.
+    let query_listener = listen(&cfg.query_listen).await?;
+    let query_addr = query_listener.local_addr()?;
+    let query_cfg = artstore_query::config::QueryConfig {
+        index: Some(paths.query.clone()),
+        listen: query_addr.to_string(),
+        log_format: cfg.log_format,
+        reconcile_on_start: true,
+        ..Default::default()
+    };
+    let local = LocalSigner::load_or_create(&paths.keys).with_context(|| format!("{}", paths.keys.display()))?;
+    let mint: artstore_shared::clients::MintFn = Box::new(move || {
+        let ttl = Duration::from_secs(900);
+        local.issue("query", &["reader".to_owned()], ttl, chrono::Utc::now()).map(|t| (t, ttl)).map_err(|e| e.to_string())
+    });
+    let exe = std::env::current_exe().context("cannot find the artstore binary for extraction workers")?;
+    let pool = artstore_query::extractor::Extractor::processes(artstore_query::server::extractor_config(
+        &query_cfg,
+        exe,
+        vec!["query".into(), "extract-worker".into()],
+    ));
+    let discovery: Arc<dyn artstore_shared::discovery::Discovery> =
+        Arc::new(artstore_shared::discovery::StaticDiscovery::start(
+            vec![(STANDALONE_ELEMENT_ID.to_owned(), format!("http://{addr}"))],
+            Default::default(),
+        ));
+    let query = artstore_query::server::QueryServer::build(
+        query_cfg,
+        artstore_query::server::QueryDeps {
+            verifier,
+            token: Some(artstore_shared::clients::ServiceToken::minted(mint)),
+            bus: Some(element.bus.clone()),
+            extractor: Some(Arc::new(pool)),
+            discovery: Some(discovery),
+        },
+    )
+    .await?;
+    let query_task = tokio::spawn(query.run(query_listener, shutdown_signal()));
     let data = cfg.data.display();
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "artstore".to_owned());
     let password = match node.generated_password() {
@@ -241,10 +287,11 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         None => "(set at first start: ARTSTORE_ADMIN_PASSWORD or the one printed then)".to_owned(),
     };
     eprintln!(
-        "\nArtStore standalone is running\n  storage element: http://{addr}\n  admin:           {admin_url}\n  data:            {data}\n  login:           user admin, password {password}\n  get a token:     curl -s -d grant_type=password -d username=admin -d password=... {admin_url}/api/v1/auth/token\n  local token:     {exe} token --data {data} --role admin   (key id {})\n",
+        "\nArtStore standalone is running\n  storage element: http://{addr}\n  search:          http://{query_addr}/api/v1/search?q=...\n  admin:           {admin_url}\n  data:            {data}\n  login:           user admin, password {password}\n  get a token:     curl -s -d grant_type=password -d username=admin -d password=... {admin_url}/api/v1/auth/token\n  local token:     {exe} token --data {data} --role admin   (key id {})\n",
         signer.kid()
     );
     let served = element.run(listener, shutdown_signal()).await;
+    let _ = query_task.await;
     let _ = admin_task.await;
     served
 }

@@ -67,6 +67,9 @@ pub struct QueryConfig {
     pub redis_cache_ttl_secs: u64,
     /// Milliseconds between direct probes of each element.
     pub probe_interval_ms: u64,
+    /// Compare the index with the elements' listings at start and repair what differs
+    /// (standalone turns it on: its in-process bus keeps nothing across a restart).
+    pub reconcile_on_start: bool,
     /// Log format: pretty or json.
     pub log_format: LogFormat,
 }
@@ -101,6 +104,7 @@ impl Default for QueryConfig {
             result_cache_entries: 10_000,
             redis_cache_ttl_secs: 600,
             probe_interval_ms: 2_000,
+            reconcile_on_start: false,
             log_format: LogFormat::Pretty,
         }
     }

@@ -369,6 +369,21 @@ impl QueryService {
                 }
             }
         }
+        if self.cfg.reconcile_on_start && !needs_fill {
+            self.wait_for_elements(Duration::from_secs(10)).await;
+            let index = self.index();
+            match feed::check(Some(writer), &index, &self.sources, true).await {
+                Ok((w, report)) => {
+                    tracing::info!(drift = report.drift.len(), repaired = report.repaired, "index reconciled with the elements");
+                    writer = w.ok_or_else(|| anyhow::anyhow!("writer lost"))?;
+                }
+                Err(e) => {
+                    // The writer went down with the failed check: take a new one.
+                    tracing::warn!(error = %e, "reconciling the index with the elements failed");
+                    writer = index.writer(heap)?;
+                }
+            }
+        }
         loop {
             let (stop_tx, stop_rx) = watch::channel(false);
             let (follower, mut held) = match bus.clone() {

@@ -337,11 +337,15 @@ impl ElementClient {
     }
 }
 
+/// Makes a fresh token (standalone signs its roles' tokens with its local key).
+pub type MintFn = Box<dyn Fn() -> Result<(String, Duration), String> + Send + Sync>;
+
 /// Where a role's own token comes from, for work no user asked for (indexing, reindex).
-#[derive(Debug)]
 pub enum ServiceToken {
-    /// A fixed token (standalone mints its own; tests).
+    /// A fixed token (an outside agent keeps it fresh; tests).
     Static(String),
+    /// Minted in this process when the last one is about to expire (standalone).
+    Minted { mint: MintFn, cached: tokio::sync::Mutex<Option<(String, std::time::Instant)>> },
     /// The admin's token endpoint with `client_credentials`; the token is kept until a
     /// minute before it expires.
     ClientCredentials {
@@ -353,7 +357,23 @@ pub enum ServiceToken {
     },
 }
 
+impl std::fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the secret.
+        f.write_str(match self {
+            ServiceToken::Static(_) => "ServiceToken::Static",
+            ServiceToken::Minted { .. } => "ServiceToken::Minted",
+            ServiceToken::ClientCredentials { .. } => "ServiceToken::ClientCredentials",
+        })
+    }
+}
+
 impl ServiceToken {
+    /// Tokens made by `mint` (which answers a token and its lifetime).
+    pub fn minted(mint: MintFn) -> Self {
+        ServiceToken::Minted { mint, cached: tokio::sync::Mutex::new(None) }
+    }
+
     /// Client credentials at the admin `admin` (its base URL).
     pub fn client_credentials(admin: &str, client_id: &str, client_secret: &str) -> Self {
         ServiceToken::ClientCredentials {
@@ -369,6 +389,17 @@ impl ServiceToken {
     pub async fn token(&self) -> Result<String, ClientError> {
         match self {
             ServiceToken::Static(t) => Ok(t.clone()),
+            ServiceToken::Minted { mint, cached } => {
+                let mut c = cached.lock().await;
+                if let Some((t, until)) = c.as_ref()
+                    && std::time::Instant::now() < *until
+                {
+                    return Ok(t.clone());
+                }
+                let (t, ttl) = mint().map_err(|reason| ClientError::Unreachable { url: "local signer".into(), reason })?;
+                *c = Some((t.clone(), std::time::Instant::now() + ttl.saturating_sub(Duration::from_secs(60)).max(Duration::from_secs(5))));
+                Ok(t)
+            }
             ServiceToken::ClientCredentials { admin, client_id, client_secret, http, cached } => {
                 let mut c = cached.lock().await;
                 if let Some((t, until)) = c.as_ref()
@@ -397,8 +428,11 @@ impl ServiceToken {
 
     /// Forgets a cached token (after an element refused it).
     pub async fn invalidate(&self) {
-        if let ServiceToken::ClientCredentials { cached, .. } = self {
-            *cached.lock().await = None;
+        match self {
+            ServiceToken::ClientCredentials { cached, .. } | ServiceToken::Minted { cached, .. } => {
+                *cached.lock().await = None;
+            }
+            ServiceToken::Static(_) => {}
         }
     }
 }
