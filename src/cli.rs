@@ -875,7 +875,7 @@ jwks_max_age_secs = 300
 extract_workers = 0
 extract_timeout_secs = 30
 extract_memory_mib = 1024
-extract_max_input_bytes = 268435456
+extract_max_input_bytes = 134217728
 extract_max_text_bytes = 4194304
 extract_max_unpacked_bytes = 536870912
 # Milliseconds between index commits while events arrive. ARTSTORE_COMMIT_INTERVAL_MS

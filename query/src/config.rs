@@ -96,7 +96,7 @@ impl Default for QueryConfig {
             extract_workers: 0,
             extract_timeout_secs: 30,
             extract_memory_mib: 1024,
-            extract_max_input_bytes: 256 << 20,
+            extract_max_input_bytes: 128 << 20,
             extract_max_text_bytes: 4 << 20,
             extract_max_unpacked_bytes: 512 << 20,
             commit_interval_ms: 200,

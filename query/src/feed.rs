@@ -34,7 +34,13 @@ pub struct Sources {
     /// Sidecars read through this role, by file id; an event or an index change for the
     /// file drops its entry, and entries live a minute at most.
     pub sidecars: moka::sync::Cache<Uuid, Arc<CachedSidecar>>,
+    /// Content held in memory for extraction at once, in MiB: documents wait for room, so
+    /// many large files at once cannot exhaust the service.
+    budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// MiB of content the role holds for extraction at once.
+pub const CONTENT_BUDGET_MIB: u32 = 512;
 
 /// A sidecar as an element answered it.
 #[derive(Debug, Clone)]
@@ -54,7 +60,8 @@ impl Sources {
         concurrency: usize,
     ) -> Sources {
         let sidecars = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build();
-        Sources { discovery, client, token, extractor, concurrency, sidecars }
+        let budget = Arc::new(tokio::sync::Semaphore::new(CONTENT_BUDGET_MIB as usize));
+        Sources { discovery, client, token, extractor, concurrency, sidecars, budget }
     }
 }
 
@@ -104,15 +111,34 @@ impl Sources {
                 None if state == DocState::Archived => {
                     Extraction::Skipped { reason: "archived: the content is in the cold tier".to_owned() }
                 }
-                None => self.extract(element_id, sidecar.file_id, &sidecar.content_type, &sidecar.original_name).await,
+                None => {
+                    self.extract(
+                        element_id,
+                        sidecar.file_id,
+                        sidecar.size,
+                        &sidecar.content_type,
+                        &sidecar.original_name,
+                    )
+                    .await
+                }
             },
         };
         Ok(Some(DocInput { sidecar, raw, element_id: element_id.to_owned(), extraction }))
     }
 
     /// Reads the content from its element (a few tries) and extracts its text.
-    async fn extract(&self, element_id: &str, id: Uuid, content_type: &str, name: &str) -> Extraction {
+    async fn extract(&self, element_id: &str, id: Uuid, size: u64, content_type: &str, name: &str) -> Extraction {
         let limit = self.extractor.limits().max_input_bytes;
+        if size > limit {
+            return Extraction::Failed {
+                reason: format!("content not indexed: {size} bytes is over the extraction limit of {limit}"),
+            };
+        }
+        // Room for the content twice (ours and the worker's copy), in whole MiB.
+        let mib = (size.saturating_mul(2) >> 20).clamp(1, u64::from(CONTENT_BUDGET_MIB)) as u32;
+        let Ok(_room) = self.budget.acquire_many(mib).await else {
+            return Extraction::Failed { reason: "extraction budget closed".to_owned() };
+        };
         let mut last = String::new();
         for attempt in 0..4u32 {
             if attempt > 0 {

@@ -374,7 +374,11 @@ impl QueryService {
             let index = self.index();
             match feed::check(Some(writer), &index, &self.sources, true).await {
                 Ok((w, report)) => {
-                    tracing::info!(drift = report.drift.len(), repaired = report.repaired, "index reconciled with the elements");
+                    tracing::info!(
+                        drift = report.drift.len(),
+                        repaired = report.repaired,
+                        "index reconciled with the elements"
+                    );
                     writer = w.ok_or_else(|| anyhow::anyhow!("writer lost"))?;
                 }
                 Err(e) => {
