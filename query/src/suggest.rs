@@ -82,13 +82,46 @@ pub fn suggest(index: &SearchIndex, prefix: &str, limit: usize) -> Result<Value,
     }
     let mut words: Vec<(String, u64)> = words.into_iter().collect();
     words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    for (w, n) in words {
-        if seen.insert(w.clone()) {
-            out.push(json!({"text": w, "kind": "term", "count": n}));
+    for (stem, n) in words {
+        if out.len() >= limit {
+            break;
+        }
+        // The index holds stems (`compani`); show a word as written in a document.
+        let word = surface_form(index, &searcher, &stem).unwrap_or(stem);
+        if seen.insert(word.clone()) {
+            out.push(json!({"text": word, "kind": "term", "count": n}));
         }
     }
     out.truncate(limit);
     Ok(json!({"q": prefix, "suggestions": out}))
+}
+
+/// A word of some document's text whose stem is `stem`, lower-cased.
+fn surface_form(index: &SearchIndex, searcher: &Searcher, stem: &str) -> Option<String> {
+    let f = &index.fields;
+    let fields = std::iter::once(f.content).chain(f.content_lang.iter().copied());
+    let clauses: Vec<(Occur, Box<dyn Query>)> = fields
+        .map(|field| -> (Occur, Box<dyn Query>) {
+            (Occur::Should, Box::new(TermQuery::new(Term::from_field_text(field, stem), IndexRecordOption::Basic)))
+        })
+        .collect();
+    let top = searcher.search(&BooleanQuery::new(clauses), &TopDocs::with_limit(1).order_by_score()).ok()?;
+    let doc: tantivy::TantivyDocument = searcher.doc(top.first()?.1).ok()?;
+    let s = stored(f, &doc);
+    let text = s.text?;
+    let lang = s.language.unwrap_or_default();
+    let mut analyzer = crate::schema::EXTRA_LANGUAGES
+        .iter()
+        .find(|(c, _)| *c == lang)
+        .map_or_else(crate::schema::multi_analyzer, |(_, l)| crate::schema::language_analyzer(*l));
+    let mut ts = analyzer.token_stream(&text);
+    while ts.advance() {
+        let t = ts.token();
+        if t.text == stem {
+            return text.get(t.offset_from..t.offset_to).map(str::to_lowercase);
+        }
+    }
+    None
 }
 
 /// Documents whose text and name are most like the file's.

@@ -343,3 +343,22 @@ fn swap_finishes_after_a_crash_between_the_renames() {
     assert_eq!(find(&index, "fresh"), vec!["next.txt"]);
     assert!(!std::fs::exists(root.join("old")).unwrap() && !std::fs::exists(layout::next(root)).unwrap());
 }
+
+#[test]
+fn suggestions_complete_names_tags_and_words_as_written() {
+    let mut a = Doc::new("Company register.txt", "Several companies signed; the companies agreed.");
+    a.tags = vec!["compliance"];
+    let b = Doc::new("other.txt", "nothing to see");
+    let (_d, index) = index_with(&[&a, &b]);
+    let v = artstore_query::suggest::suggest(&index, "comp", 10).unwrap();
+    let got: Vec<(String, String)> = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap().to_owned(), s["text"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(got[0], ("name".to_owned(), "Company register.txt".to_owned()), "{got:?}");
+    assert!(got.contains(&("tag".to_owned(), "compliance".to_owned())), "{got:?}");
+    assert!(got.contains(&("term".to_owned(), "companies".to_owned())), "{got:?}");
+    assert!(!got.iter().any(|(_, t)| t == "compani"), "stems are shown as written: {got:?}");
+}
