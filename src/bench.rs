@@ -32,6 +32,9 @@ pub enum BenchWhat {
     /// Ingester: small documents, a large upload and tus against direct writes to the
     /// element; event publisher lag; the ingester process's peak memory.
     Ingester(crate::bench_ingester::IngesterBenchArgs),
+    /// Query role: search over HTTP against PostgreSQL full-text search (build, QPS and
+    /// latency at 1 and 8 clients, known-item relevance) and the 4 KiB indexing rate.
+    Query(crate::bench_query::QueryBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +262,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::Rebuild(r)) => rebuild(r).await,
         Some(BenchWhat::Admin(a)) => crate::bench_admin::run(a).await,
         Some(BenchWhat::Ingester(a)) => crate::bench_ingester::run(a).await,
+        Some(BenchWhat::Query(a)) => crate::bench_query::run(a).await,
         None => ingest(args.ingest).await,
     }
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_admin;
 mod bench_ingester;
+mod bench_query;
 mod cli;
 mod query_cli;
 
