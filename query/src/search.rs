@@ -13,8 +13,8 @@ use serde_json::{Map, json};
 use std::ops::Bound;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, EmptyQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery, RegexQuery,
-    TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, EmptyQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
+    RangeQuery, TermQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::TextAnalyzer;
@@ -132,6 +132,13 @@ fn terms_q(field: Field, terms: &[String]) -> Option<Q> {
     }
 }
 
+/// Every term of `field` that starts with `prefix` (a range over the term dictionary).
+pub(crate) fn prefix_term_q(field: Field, prefix: &str) -> Q {
+    let mut q = PhrasePrefixQuery::new(vec![Term::from_field_text(field, prefix)]);
+    q.set_max_expansions(u32::MAX);
+    Box::new(q)
+}
+
 fn boost(q: Q, b: f32) -> Q {
     if (b - 1.0).abs() < f32::EPSILON { q } else { Box::new(BoostQuery::new(q, b)) }
 }
@@ -142,18 +149,6 @@ fn union(qs: Vec<Q>) -> Q {
         1 => qs.into_iter().next().unwrap_or_else(|| Box::new(EmptyQuery)),
         _ => Box::new(BooleanQuery::union(qs)),
     }
-}
-
-/// Escapes `s` for tantivy's term regexes.
-pub(crate) fn regex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~\"<>@".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn parse_date(s: &str, pos: usize, end_of_day: bool) -> Result<DateTime<Utc>, SyntaxError> {
@@ -239,15 +234,7 @@ impl<'a> Builder<'a> {
         if mark {
             self.marks.prefixes.push(p.clone());
         }
-        let pattern = format!("{}.*", regex_escape(&p));
-        union(
-            fields
-                .iter()
-                .filter_map(|&(field, _, b)| {
-                    RegexQuery::from_pattern(&pattern, field).ok().map(|q| boost(Box::new(q), b))
-                })
-                .collect(),
-        )
+        union(fields.iter().map(|&(field, _, b)| boost(prefix_term_q(field, &p), b)).collect())
     }
 
     fn fuzzy_q(&mut self, fields: &[(Field, Option<usize>, f32)], word: &str, dist: u8, mark: bool) -> Option<Q> {
@@ -294,10 +281,7 @@ impl<'a> Builder<'a> {
         let norm = |s: &str| if lower { s.to_lowercase() } else { s.to_owned() };
         Ok(match v {
             Value::Word(w) | Value::Phrase(w) => term_q(field, &norm(w)),
-            Value::Prefix(p) => Box::new(
-                RegexQuery::from_pattern(&format!("{}.*", regex_escape(&norm(p))), field)
-                    .map_err(|e| SyntaxError { position: pos, message: e.to_string() })?,
-            ),
+            Value::Prefix(p) => prefix_term_q(field, &norm(p)),
             Value::Fuzzy(w, _) => term_q(field, &norm(w)),
             Value::Range(..) => {
                 return Err(SyntaxError {

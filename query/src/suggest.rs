@@ -4,11 +4,11 @@
 use crate::doc::stored;
 use crate::index::SearchIndex;
 use crate::schema::content_field_for;
-use crate::search::{SearchError, regex_escape};
+use crate::search::{SearchError, prefix_term_q};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, MoreLikeThisQuery, Occur, Query, RegexQuery, TermQuery};
+use tantivy::query::{BooleanQuery, MoreLikeThisQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, OwnedValue};
 use tantivy::{Searcher, Term};
 use uuid::Uuid;
@@ -55,8 +55,8 @@ pub fn suggest(index: &SearchIndex, prefix: &str, limit: usize) -> Result<Value,
     let searcher = index.reader.searcher();
     let mut seen = std::collections::HashSet::new();
     // Names with a word starting with the prefix.
-    if let Ok(rq) = RegexQuery::from_pattern(&format!("{}.*", regex_escape(&p)), f.name) {
-        let q = live_only(f, Box::new(rq));
+    {
+        let q = live_only(f, prefix_term_q(f.name, &p));
         for (_, addr) in searcher.search(&q, &TopDocs::with_limit(limit).order_by_score())? {
             let doc: tantivy::TantivyDocument = searcher.doc(addr)?;
             let s = stored(f, &doc);
