@@ -123,6 +123,9 @@ pub fn to_document(
     let s = &d.sidecar;
     let mut doc = TantivyDocument::default();
     doc.add_text(f.file_id, s.file_id.to_string());
+    let (hi, lo) = s.file_id.as_u64_pair();
+    doc.add_u64(f.id_hi, hi);
+    doc.add_u64(f.id_lo, lo);
     doc.add_text(f.document_id, s.document_id.to_string());
     doc.add_u64(f.version, u64::from(s.version));
     doc.add_u64(f.revision, s.revision);

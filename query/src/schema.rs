@@ -10,7 +10,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer};
 
 /// Bumped whenever a field, an analyzer or what goes into a field changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The analyzer of names, descriptions, tags, metadata values and content in English,
 /// Russian or an undetected language: lower case, then English and Russian stemming (each
@@ -30,6 +30,9 @@ pub const EXTRA_LANGUAGES: &[(&str, Language)] =
 #[derive(Debug, Clone)]
 pub struct Fields {
     pub file_id: Field,
+    /// The file id's high and low 64 bits: the tie-break of every sort order.
+    pub id_hi: Field,
+    pub id_lo: Field,
     pub document_id: Field,
     pub version: Field,
     pub revision: Field,
@@ -80,6 +83,8 @@ pub fn build() -> (Schema, Fields) {
     let date = DateOptions::default().set_indexed().set_fast().set_stored().set_precision(DateTimePrecision::Seconds);
     let fields = Fields {
         file_id: b.add_text_field("file_id", STRING | STORED | FAST),
+        id_hi: b.add_u64_field("id_hi", FAST),
+        id_lo: b.add_u64_field("id_lo", FAST),
         document_id: b.add_text_field("document_id", STRING | STORED | FAST),
         version: b.add_u64_field("version", INDEXED | STORED | FAST),
         revision: b.add_u64_field("revision", STORED | FAST),

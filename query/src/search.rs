@@ -506,23 +506,25 @@ fn collect(
 ) -> tantivy::Result<(Hits, usize, Aggs)> {
     use tantivy::collector::sort_key::{SortBySimilarityScore, SortByStaticFastValue, SortByString};
     let td = TopDocs::with_limit(r.limit.max(1)).and_offset(r.offset);
-    // Ties are broken by file id (UUIDv7: creation order), so every index holding the same
-    // documents answers in the same order, however its segments were built.
-    let by_id = || (SortByString::for_field("file_id"), Order::Asc);
+    // Ties are broken by file id (UUIDv7: creation order, as two numbers), so every index
+    // holding the same documents answers in the same order, however its segments were built.
+    let hi = || (SortByStaticFastValue::<u64>::for_field("id_hi"), Order::Asc);
+    let lo = || (SortByStaticFastValue::<u64>::for_field("id_lo"), Order::Asc);
     Ok(match r.sort {
         Sort::Relevance => {
-            let c = td.order_by(((SortBySimilarityScore, Order::Desc), by_id()));
+            let c = td.order_by(((SortBySimilarityScore, Order::Desc), hi(), lo()));
             let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
-            (top.into_iter().map(|((s, _), a)| (Some(s), a)).collect(), n, a)
+            (top.into_iter().map(|((s, _, _), a)| (Some(s), a)).collect(), n, a)
         }
         Sort::Created | Sort::CreatedDesc => {
             let order = if r.sort == Sort::Created { Order::Asc } else { Order::Desc };
-            let c = td.order_by(((SortByStaticFastValue::<tantivy::DateTime>::for_field("created"), order), by_id()));
+            let c =
+                td.order_by(((SortByStaticFastValue::<tantivy::DateTime>::for_field("created"), order), hi(), lo()));
             let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
             (top.into_iter().map(|(_, a)| (None, a)).collect(), n, a)
         }
         Sort::Name => {
-            let c = td.order_by(((SortByString::for_field("name_sort"), Order::Asc), by_id()));
+            let c = td.order_by(((SortByString::for_field("name_sort"), Order::Asc), hi(), lo()));
             let (top, n, a) = searcher.search(q, &(c, Count, aggs))?;
             (top.into_iter().map(|(_, a)| (None, a)).collect(), n, a)
         }
