@@ -5,7 +5,7 @@
 //! stemmed, prefix or fuzzy match is marked exactly where the index found it.
 
 use std::collections::HashSet;
-use tantivy::tokenizer::TextAnalyzer;
+use tantivy::tokenizer::{LowerCaser, SimpleTokenizer, TextAnalyzer};
 
 /// What counts as a match in a text.
 #[derive(Debug, Clone, Default)]
@@ -73,16 +73,40 @@ pub fn escape_html(s: &str, out: &mut String) {
     }
 }
 
+/// How much of a text is scanned for passages.
+pub const SCAN_BYTES: usize = 256 * 1024;
+
 /// Byte ranges of the matches in `text`.
+///
+/// Stemming every word of a long text was most of a search's time, so words are first
+/// compared cheaply: a Snowball stem keeps the first two letters of its word, so only words
+/// starting like one of the wanted stems are stemmed. Typo matches need every word stemmed.
 pub fn match_ranges(analyzer: &mut TextAnalyzer, marks: &Marks, text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     if marks.is_empty() {
         return out;
     }
-    let mut ts = analyzer.token_stream(text);
+    if !marks.fuzzy.is_empty() {
+        let mut ts = analyzer.token_stream(text);
+        while ts.advance() {
+            let t = ts.token();
+            if marks.matches(&t.text) {
+                out.push((t.offset_from, t.offset_to));
+            }
+        }
+        return out;
+    }
+    let heads: HashSet<String> = marks.exact.iter().map(|s| s.chars().take(2).collect()).collect();
+    let mut plain = TextAnalyzer::builder(SimpleTokenizer::default()).filter(LowerCaser).build();
+    let mut ts = plain.token_stream(text);
     while ts.advance() {
         let t = ts.token();
-        if marks.matches(&t.text) {
+        let w = t.text.as_str();
+        let head = |n: usize| w.chars().take(n).collect::<String>();
+        let hit = marks.prefixes.iter().any(|p| w.starts_with(p.as_str()))
+            || ((heads.contains(&head(2)) || heads.contains(&head(1)))
+                && crate::schema::analyze(analyzer, w).iter().any(|s| marks.exact.contains(s)));
+        if hit {
             out.push((t.offset_from, t.offset_to));
         }
     }
@@ -129,6 +153,8 @@ pub fn fragments(
     fragment_bytes: usize,
     max_fragments: usize,
 ) -> Vec<String> {
+    // Passages come from the start of a long text; the search itself covered all of it.
+    let text = &text[..floor_boundary(text, SCAN_BYTES)];
     let ranges = match_ranges(analyzer, marks, text);
     if ranges.is_empty() {
         return Vec::new();
