@@ -132,9 +132,79 @@ pub fn multi_analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES))
         .filter(LowerCaser)
-        .filter(Stemmer::new(Language::English))
-        .filter(Stemmer::new(Language::Russian))
+        .filter(ScriptStemmer)
         .build()
+}
+
+/// English stemming for words without Cyrillic letters, Russian stemming for words with
+/// them. The same stems as running both stemmers on every word (each leaves the other's
+/// script alone), at half the cost.
+#[derive(Clone, Copy, Debug)]
+pub struct ScriptStemmer;
+
+impl tantivy::tokenizer::TokenFilter for ScriptStemmer {
+    type Tokenizer<T: tantivy::tokenizer::Tokenizer> = ScriptStemmerFilter<T>;
+
+    fn transform<T: tantivy::tokenizer::Tokenizer>(self, tokenizer: T) -> ScriptStemmerFilter<T> {
+        ScriptStemmerFilter { inner: tokenizer }
+    }
+}
+
+/// See [`ScriptStemmer`].
+#[derive(Clone, Debug)]
+pub struct ScriptStemmerFilter<T> {
+    inner: T,
+}
+
+impl<T: tantivy::tokenizer::Tokenizer> tantivy::tokenizer::Tokenizer for ScriptStemmerFilter<T> {
+    type TokenStream<'a> = ScriptStemmerStream<T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        ScriptStemmerStream {
+            tail: self.inner.token_stream(text),
+            english: frostem::Stemmer::new(frostem::Algorithm::English),
+            russian: frostem::Stemmer::new(frostem::Algorithm::Russian),
+        }
+    }
+}
+
+/// See [`ScriptStemmer`].
+pub struct ScriptStemmerStream<T> {
+    tail: T,
+    english: frostem::Stemmer,
+    russian: frostem::Stemmer,
+}
+
+fn is_cyrillic(c: char) -> bool {
+    matches!(c, '\u{0400}'..='\u{052F}')
+}
+
+impl<T: tantivy::tokenizer::TokenStream> tantivy::tokenizer::TokenStream for ScriptStemmerStream<T> {
+    fn advance(&mut self) -> bool {
+        if !self.tail.advance() {
+            return false;
+        }
+        let token = self.tail.token_mut();
+        let stemmer = if token.text.chars().any(is_cyrillic) { &self.russian } else { &self.english };
+        match stemmer.stem(&token.text) {
+            std::borrow::Cow::Owned(stemmed) => token.text = stemmed,
+            // A borrowed stem may still be shorter than the word (a cut suffix).
+            std::borrow::Cow::Borrowed(stem) if stem.len() != token.text.len() => {
+                let stem = stem.to_owned();
+                token.text = stem;
+            }
+            std::borrow::Cow::Borrowed(_) => {}
+        }
+        true
+    }
+
+    fn token(&self) -> &tantivy::tokenizer::Token {
+        self.tail.token()
+    }
+
+    fn token_mut(&mut self) -> &mut tantivy::tokenizer::Token {
+        self.tail.token_mut()
+    }
 }
 
 /// The analyzer of one extra language: its own stemmer, then Russian for Cyrillic words.
@@ -181,6 +251,18 @@ mod tests {
         assert_eq!(analyze(&mut a, "договоры"), analyze(&mut a, "договор"));
         assert_eq!(analyze(&mut a, "Contracts"), analyze(&mut a, "contract"));
         assert_eq!(analyze(&mut a, "договорами contracts"), vec!["договор".to_owned(), "contract".to_owned()]);
+    }
+
+    #[test]
+    fn one_stemmer_per_script_gives_the_stems_of_both() {
+        let mut both = TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(LowerCaser)
+            .filter(Stemmer::new(Language::English))
+            .filter(Stemmer::new(Language::Russian))
+            .build();
+        let mut one = multi_analyzer();
+        let text = "Contracts running happily; договоры поставки подписаны; Ёлка naïve café x-ray МГУ2024 e-mail";
+        assert_eq!(analyze(&mut one, text), analyze(&mut both, text));
     }
 
     #[test]
