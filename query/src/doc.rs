@@ -51,18 +51,52 @@ impl DocInput {
 }
 
 /// How much of a text language detection reads.
-pub const DETECT_BYTES: usize = 2048;
+pub const DETECT_BYTES: usize = 1024;
+
+/// The languages detection chooses among: those the index stems and their neighbours in
+/// script (so an Italian text is not taken for Spanish). Texts in other scripts are `und`.
+/// Fewer candidates make detection several times cheaper; it was most of the indexing time.
+const CANDIDATES: &[whatlang::Lang] = &[
+    whatlang::Lang::Eng,
+    whatlang::Lang::Rus,
+    whatlang::Lang::Ukr,
+    whatlang::Lang::Bel,
+    whatlang::Lang::Bul,
+    whatlang::Lang::Srp,
+    whatlang::Lang::Deu,
+    whatlang::Lang::Fra,
+    whatlang::Lang::Spa,
+    whatlang::Lang::Ita,
+    whatlang::Lang::Por,
+    whatlang::Lang::Nld,
+    whatlang::Lang::Pol,
+    whatlang::Lang::Swe,
+    whatlang::Lang::Fin,
+    whatlang::Lang::Ces,
+    whatlang::Lang::Tur,
+];
+
+fn detector() -> &'static whatlang::Detector {
+    static D: std::sync::OnceLock<whatlang::Detector> = std::sync::OnceLock::new();
+    D.get_or_init(|| whatlang::Detector::with_allowlist(CANDIDATES.to_vec()))
+}
 
 /// Detects the language of a text: an ISO 639-1 code for the languages the index stems
 /// (`en`, `ru`, `de`, `fr`, `es`), the ISO 639-3 code for others, `und` when unsure.
 pub fn detect_language(text: &str) -> String {
-    // A couple of KiB decide as well as the whole text and cost a fraction of it (detection
-    // was most of the indexing time on 16 KiB).
+    // The first KiB decides as well as the whole text, at a fraction of the cost.
     let mut end = text.len().min(DETECT_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let Some(info) = whatlang::detect(&text[..end]) else { return "und".to_owned() };
+    let sample = &text[..end];
+    // Latin and Cyrillic texts choose among the candidates; other scripts have few
+    // languages each and are cheap to tell apart.
+    let info = match whatlang::detect_script(sample) {
+        Some(whatlang::Script::Latin | whatlang::Script::Cyrillic) => detector().detect(sample),
+        _ => whatlang::detect(sample),
+    };
+    let Some(info) = info else { return "und".to_owned() };
     if info.confidence() < 0.25 {
         return "und".to_owned();
     }
@@ -283,4 +317,25 @@ impl Stored {
 /// Whether a document in this state is a tombstone (no content).
 pub fn is_tombstone(state: DocState) -> bool {
     state.is_tombstone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detect_language;
+
+    #[test]
+    fn languages_are_told_apart() {
+        assert_eq!(detect_language("The supply contracts were signed in March by both parties and filed."), "en");
+        assert_eq!(detect_language("Договоры поставки были подписаны в марте обеими сторонами."), "ru");
+        assert_eq!(detect_language("Die Lieferverträge wurden im März von beiden Parteien unterzeichnet."), "de");
+        assert_eq!(detect_language("Les contrats de fourniture ont été signés en mars par les deux parties."), "fr");
+        assert_eq!(
+            detect_language(
+                "Los contratos de suministro fueron firmados en marzo por ambas partes, y la empresa pagará la factura cuando reciba los productos."
+            ),
+            "es"
+        );
+        assert_eq!(detect_language("I contratti di fornitura sono stati firmati a marzo da entrambe le parti."), "ita");
+        assert_eq!(detect_language("供应合同于三月由双方签署，货物将于四月交付。"), "cmn");
+    }
 }
