@@ -256,7 +256,10 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let local = LocalSigner::load_or_create(&paths.keys).with_context(|| format!("{}", paths.keys.display()))?;
     let mint: artstore_shared::clients::MintFn = Box::new(move || {
         let ttl = Duration::from_secs(900);
-        local.issue("query", &["reader".to_owned()], ttl, chrono::Utc::now()).map(|t| (t, ttl)).map_err(|e| e.to_string())
+        local
+            .issue("query", &["reader".to_owned()], ttl, chrono::Utc::now())
+            .map(|t| (t, ttl))
+            .map_err(|e| e.to_string())
     });
     let exe = std::env::current_exe().context("cannot find the artstore binary for extraction workers")?;
     let pool = artstore_query::extractor::Extractor::processes(artstore_query::server::extractor_config(

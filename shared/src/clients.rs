@@ -396,8 +396,12 @@ impl ServiceToken {
                 {
                     return Ok(t.clone());
                 }
-                let (t, ttl) = mint().map_err(|reason| ClientError::Unreachable { url: "local signer".into(), reason })?;
-                *c = Some((t.clone(), std::time::Instant::now() + ttl.saturating_sub(Duration::from_secs(60)).max(Duration::from_secs(5))));
+                let (t, ttl) =
+                    mint().map_err(|reason| ClientError::Unreachable { url: "local signer".into(), reason })?;
+                *c = Some((
+                    t.clone(),
+                    std::time::Instant::now() + ttl.saturating_sub(Duration::from_secs(60)).max(Duration::from_secs(5)),
+                ));
                 Ok(t)
             }
             ServiceToken::ClientCredentials { admin, client_id, client_secret, http, cached } => {
