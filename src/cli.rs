@@ -314,6 +314,15 @@ fn parse_mode(s: &str) -> Result<ElementMode, String> {
     ElementMode::parse(s).ok_or_else(|| format!("unknown mode {s:?} (edit, rw, ro or ar)"))
 }
 
+/// Lays `key=value` librdkafka properties from flags over the file's.
+fn merge_kafka_options(flags: Option<&[String]>, into: &mut std::collections::BTreeMap<String, String>) {
+    for o in flags.unwrap_or_default() {
+        if let Some((k, v)) = o.split_once('=') {
+            into.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+}
+
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     match s {
         "pretty" => Ok(LogFormat::Pretty),
@@ -326,13 +335,7 @@ impl ElementArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: ElementConfig) -> ElementConfig {
         let a = self;
-        if let Some(opts) = &a.kafka_options {
-            for o in opts {
-                if let Some((k, v)) = o.split_once('=') {
-                    cfg.kafka_options.insert(k.trim().to_owned(), v.trim().to_owned());
-                }
-            }
-        }
+        merge_kafka_options(a.kafka_options.as_deref(), &mut cfg.kafka_options);
         overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key, admin_url, redis, element_id, public_url, kafka);
         overlay!(
             cfg,
@@ -476,13 +479,7 @@ impl QueryArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: QueryConfig) -> QueryConfig {
         let a = self;
-        if let Some(opts) = &a.kafka_options {
-            for o in opts {
-                if let Some((k, v)) = o.split_once('=') {
-                    cfg.kafka_options.insert(k.trim().to_owned(), v.trim().to_owned());
-                }
-            }
-        }
+        merge_kafka_options(a.kafka_options.as_deref(), &mut cfg.kafka_options);
         overlay!(option cfg, a, index, jwks, redis, kafka, elements, admin_url, client_id, client_secret, service_token);
         overlay!(
             cfg,

@@ -156,24 +156,36 @@ async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn ingester(args: cli::IngesterArgs) -> anyhow::Result<()> {
-    let file = read_config(args.config.as_deref())?;
-    let cfg = args.merge(file.ingester);
-    telemetry::init(cfg.log_format, "info");
-    let jwks = cfg.jwks.clone().ok_or_else(|| {
+/// The token verifier of a role that reads its keys from `--jwks` (a file or the admin's
+/// URL); keys not loadable yet are fetched on the first request.
+pub(crate) async fn role_verifier(
+    jwks: Option<&str>,
+    issuer: &str,
+    audience: &str,
+    max_age_secs: u64,
+) -> anyhow::Result<Arc<TokenVerifier>> {
+    let jwks = jwks.ok_or_else(|| {
         anyhow::anyhow!("no key set: give --jwks PATH_OR_URL (or jwks in the config, or ARTSTORE_JWKS)")
     })?;
     let vc = VerifierConfig {
-        issuer: cfg.issuer.clone(),
-        audience: cfg.audience.clone(),
-        max_key_age: Duration::from_secs(cfg.jwks_max_age_secs.max(1)),
+        issuer: issuer.to_owned(),
+        audience: audience.to_owned(),
+        max_key_age: Duration::from_secs(max_age_secs.max(1)),
         ..Default::default()
     };
-    let verifier = Arc::new(TokenVerifier::new(JwksSource::parse(&jwks), vc, Arc::new(SystemClock)));
+    let verifier = Arc::new(TokenVerifier::new(JwksSource::parse(jwks), vc, Arc::new(SystemClock)));
     match verifier.load().await {
         Ok(n) => tracing::info!(keys = n, source = %jwks, "loaded token signing keys"),
         Err(e) => tracing::warn!(error = %e, "key set not loaded yet; will retry on first request"),
     }
+    Ok(verifier)
+}
+
+async fn ingester(args: cli::IngesterArgs) -> anyhow::Result<()> {
+    let file = read_config(args.config.as_deref())?;
+    let cfg = args.merge(file.ingester);
+    telemetry::init(cfg.log_format, "info");
+    let verifier = role_verifier(cfg.jwks.as_deref(), &cfg.issuer, &cfg.audience, cfg.jwks_max_age_secs).await?;
     let listener = listen(&cfg.listen).await?;
     let server = artstore_ingester::server::IngesterServer::build(cfg, verifier).await?;
     server.run(listener, shutdown_signal()).await

@@ -43,20 +43,7 @@ fn deps(cfg: &QueryConfig, verifier: Arc<TokenVerifier>) -> anyhow::Result<Query
 async fn serve(args: QueryArgs) -> anyhow::Result<()> {
     let cfg = settings(args)?;
     telemetry::init(cfg.log_format, "info,tantivy=warn");
-    let jwks = cfg.jwks.clone().ok_or_else(|| {
-        anyhow::anyhow!("no key set: give --jwks PATH_OR_URL (or jwks in the config, or ARTSTORE_JWKS)")
-    })?;
-    let vc = VerifierConfig {
-        issuer: cfg.issuer.clone(),
-        audience: cfg.audience.clone(),
-        max_key_age: Duration::from_secs(cfg.jwks_max_age_secs.max(1)),
-        ..Default::default()
-    };
-    let verifier = Arc::new(TokenVerifier::new(JwksSource::parse(&jwks), vc, Arc::new(SystemClock)));
-    match verifier.load().await {
-        Ok(n) => tracing::info!(keys = n, source = %jwks, "loaded token signing keys"),
-        Err(e) => tracing::warn!(error = %e, "key set not loaded yet; will retry on first request"),
-    }
+    let verifier = crate::role_verifier(cfg.jwks.as_deref(), &cfg.issuer, &cfg.audience, cfg.jwks_max_age_secs).await?;
     let listener = crate::listen(&cfg.listen).await?;
     let d = deps(&cfg, verifier)?;
     let server = QueryServer::build(cfg, d).await?;
