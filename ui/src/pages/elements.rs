@@ -1,0 +1,8 @@
+//! (being written)
+
+use crate::UiState;
+use axum::Router;
+
+pub fn routes() -> Router<UiState> {
+    Router::new()
+}
