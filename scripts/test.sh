@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 # never a skip.
 scripts/services.sh
 
+# Chromium, its driver, a font and Playwright for the browser end-to-end test
+# (tests/ui_e2e.rs); a missing browser fails that test, never skips it.
+scripts/browser.sh
+
 # The stock tus client (tuspy) that tests/tus_stock_client.rs drives; a missing one fails
 # that test, never skips it.
 if ! python3 -c 'import tusclient' >/dev/null 2>&1; then

@@ -200,6 +200,9 @@ pub struct AdminArgs {
     /// PEM CA certificates to trust when calling peers and elements (besides the system's).
     #[arg(long, env = "ARTSTORE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Serve the web UI too; it calls the public API at this URL (the front proxy).
+    #[arg(long, env = "ARTSTORE_UI_API")]
+    pub ui_api: Option<String>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -209,7 +212,7 @@ impl AdminArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: AdminConfig) -> AdminConfig {
         let a = self;
-        overlay!(option cfg, a, data, peers, redis, cluster_secret, tls_cert, tls_key, tls_ca);
+        overlay!(option cfg, a, data, peers, redis, cluster_secret, tls_cert, tls_key, tls_ca, ui_api);
         overlay!(
             cfg,
             a,
@@ -593,14 +596,16 @@ impl IngesterArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StandaloneConfig {
-    /// Everything lives under this folder: keys/, element/.
+    /// Everything lives under this folder: keys/, admin/, element/, ingester/, query/.
     pub data: PathBuf,
-    /// Address to listen on.
+    /// The one public address: web UI and the whole API.
     pub listen: String,
-    /// Address of the in-process one-node admin cluster (token endpoint, JWKS, admin API).
-    pub admin_listen: String,
-    /// Address of the in-process query role (search, reads through to the element).
-    pub query_listen: String,
+    /// The storage element's internal address (port 0: any free port).
+    pub element_listen: String,
+    /// Also serve the admin API alone on this address (optional).
+    pub admin_listen: Option<String>,
+    /// Also serve the query API alone on this address (optional).
+    pub query_listen: Option<String>,
     /// Log format: pretty or json.
     pub log_format: LogFormat,
 }
@@ -610,8 +615,9 @@ impl Default for StandaloneConfig {
         Self {
             data: PathBuf::from("./artstore-data"),
             listen: "127.0.0.1:8080".to_owned(),
-            admin_listen: "127.0.0.1:8090".to_owned(),
-            query_listen: "127.0.0.1:8083".to_owned(),
+            element_listen: "127.0.0.1:0".to_owned(),
+            admin_listen: None,
+            query_listen: None,
             log_format: LogFormat::Pretty,
         }
     }
@@ -622,13 +628,16 @@ pub struct StandaloneArgs {
     /// Data folder (default ./artstore-data).
     #[arg(long, env = "ARTSTORE_DATA")]
     pub data: Option<PathBuf>,
-    /// Address to listen on (default 127.0.0.1:8080).
+    /// The one public address: web UI and the whole API (default 127.0.0.1:8080).
     #[arg(long, env = "ARTSTORE_LISTEN")]
     pub listen: Option<String>,
-    /// Address of the in-process admin node (default 127.0.0.1:8090).
+    /// The storage element's internal address (default 127.0.0.1:0, any free port).
+    #[arg(long, env = "ARTSTORE_ELEMENT_LISTEN")]
+    pub element_listen: Option<String>,
+    /// Also serve the admin API alone on this address.
     #[arg(long, env = "ARTSTORE_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
-    /// Address of the in-process query role (default 127.0.0.1:8083).
+    /// Also serve the query API alone on this address.
     #[arg(long, env = "ARTSTORE_QUERY_LISTEN")]
     pub query_listen: Option<String>,
     /// A TOML configuration file (keys under [standalone]).
@@ -642,7 +651,8 @@ pub struct StandaloneArgs {
 impl StandaloneArgs {
     pub fn merge(self, mut cfg: StandaloneConfig) -> StandaloneConfig {
         let a = self;
-        overlay!(cfg, a, data, listen, admin_listen, query_listen, log_format);
+        overlay!(cfg, a, data, listen, element_listen, log_format);
+        overlay!(option cfg, a, admin_listen, query_listen);
         cfg
     }
 }
@@ -682,15 +692,19 @@ pub const EXAMPLE_CONFIG: &str = r#"# ArtStore configuration. Every key has an A
 
 [standalone]
 # Everything of a standalone installation lives here: admin/ (a one-node admin cluster),
-# keys/ (local signing key, JWKS) and element/ (one storage element). ARTSTORE_DATA, --data
+# keys/ (local signing key, JWKS), element/ (one storage element), ingester/ (upload
+# sessions) and query/ (the search index). ARTSTORE_DATA, --data
 data = "./artstore-data"
-# ARTSTORE_LISTEN, --listen
+# The one public address: the web UI at / and the whole API (admin, ingester and query
+# routes, see docs/routing.md). ARTSTORE_LISTEN, --listen
 listen = "127.0.0.1:8080"
-# The in-process admin node: token endpoint, JWKS, admin API. ARTSTORE_ADMIN_LISTEN
-admin_listen = "127.0.0.1:8090"
-# The in-process query role: full-text search over the element's documents, its index in
-# <data>/query. ARTSTORE_QUERY_LISTEN, --query-listen
-query_listen = "127.0.0.1:8083"
+# The storage element's own API stays internal; port 0 takes any free port.
+# ARTSTORE_ELEMENT_LISTEN, --element-listen
+element_listen = "127.0.0.1:0"
+# Optional extra listeners serving only the admin API or only the query API.
+# ARTSTORE_ADMIN_LISTEN, --admin-listen; ARTSTORE_QUERY_LISTEN, --query-listen
+# admin_listen = "127.0.0.1:8090"
+# query_listen = "127.0.0.1:8083"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 
@@ -796,6 +810,9 @@ write_timeout_ms = 5000
 # The admin user's password at the first start of a fresh cluster; prefer the
 # ARTSTORE_ADMIN_PASSWORD variable. Unset: one is generated and printed once.
 # admin_password = "…"
+# Serve the web UI on this node too; it calls the public API at this URL (the front proxy,
+# which routes by docs/routing.md). ARTSTORE_UI_API, --ui-api
+# ui_api = "https://archive.example.org"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 

@@ -7,23 +7,20 @@ mod bench_ingester;
 mod bench_query;
 mod cli;
 mod query_cli;
+mod standalone;
 
 use anyhow::Context as _;
-use artstore_admin::config::AdminConfig;
 use artstore_admin::network::Faults;
 use artstore_admin::server::AdminServer;
 use artstore_shared::Clock;
-use artstore_shared::auth::{JWKS_FILE, JwksSource, LocalSigner, SIGNING_KEY_FILE, TokenVerifier, VerifierConfig};
+use artstore_shared::auth::{JwksSource, LocalSigner, SIGNING_KEY_FILE, TokenVerifier, VerifierConfig};
 use artstore_shared::clock::SystemClock;
 use artstore_shared::telemetry;
 use artstore_storage_element::config::ElementConfig;
 use artstore_storage_element::server::{Element, shutdown_signal};
 use clap::Parser as _;
-use cli::{
-    AdminAction, AdminArgs, Cli, Command, ConfigAction, ElementAction, ElementArgs, FileConfig, StandaloneArgs,
-    TokenArgs,
-};
-use std::path::{Path, PathBuf};
+use cli::{AdminAction, AdminArgs, Cli, Command, ConfigAction, ElementAction, ElementArgs, FileConfig, TokenArgs};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +62,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Standalone(args) => standalone(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Standalone(args) => standalone::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::StorageElement(cmd) => match cmd.action {
             None => storage_element(cmd.run).await.map(|()| ExitCode::SUCCESS),
             Some(ElementAction::Verify(a)) => Ok(cli::verify(&a.data, a.cold_root.as_deref())?),
@@ -120,7 +117,18 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
     };
     let listener = listen(&cfg.listen).await?;
-    let server = AdminServer::build(cfg, Faults::default()).await?;
+    let ui = match &cfg.ui_api {
+        Some(api) => Some(artstore_ui::router(artstore_ui::UiState::new(artstore_ui::UiConfig {
+            api: api.clone(),
+            secure_cookies: tls.is_some() || api.starts_with("https://"),
+        })?)),
+        None => None,
+    };
+    let mut server = AdminServer::build(cfg, Faults::default()).await?;
+    if let Some(ui) = ui {
+        // Admin routes first (and Raft's); every other path is the UI's.
+        server.router = server.router.clone().fallback_service(ui);
+    }
     server.run_with(listener, tls, shutdown_signal()).await
 }
 
@@ -191,164 +199,8 @@ async fn ingester(args: cli::IngesterArgs) -> anyhow::Result<()> {
     server.run(listener, shutdown_signal()).await
 }
 
-/// The folders of a standalone installation.
-struct StandalonePaths {
-    keys: PathBuf,
-    element: PathBuf,
-    admin: PathBuf,
-    query: PathBuf,
-}
-
-fn standalone_paths(data: &Path) -> StandalonePaths {
-    StandalonePaths {
-        keys: data.join("keys"),
-        element: data.join("element"),
-        admin: data.join("admin"),
-        query: data.join("query"),
-    }
-}
-
-/// The id standalone registers its element under.
-const STANDALONE_ELEMENT_ID: &str = "standalone";
-
-async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
-    let file = read_config(args.config.as_deref())?;
-    let cfg = args.merge(file.standalone);
-    telemetry::init(cfg.log_format, "info,openraft=warn");
-    let paths = standalone_paths(&cfg.data);
-    let signer = LocalSigner::load_or_create(&paths.keys).with_context(|| format!("{}", paths.keys.display()))?;
-
-    // A one-node admin cluster in this process: users log in there and get tokens.
-    let admin_listener = listen(&cfg.admin_listen).await?;
-    let admin_addr = admin_listener.local_addr()?;
-    let admin_cfg = AdminConfig {
-        data: Some(paths.admin.clone()),
-        listen: admin_addr.to_string(),
-        log_format: cfg.log_format,
-        ..Default::default()
-    };
-    let admin = AdminServer::build(admin_cfg, Faults::default()).await?;
-    let node = admin.node.clone();
-    let admin_url = format!("http://{admin_addr}");
-    let admin_task = tokio::spawn(admin.run(admin_listener, shutdown_signal()));
-    node.wait_ready(Duration::from_secs(60)).await?;
-
-    let listener = listen(&cfg.listen).await?;
-    let addr = listener.local_addr()?;
-    let element_cfg = ElementConfig {
-        data: Some(paths.element.clone()),
-        listen: addr.to_string(),
-        admin_url: Some(admin_url.clone()),
-        element_id: Some(STANDALONE_ELEMENT_ID.to_owned()),
-        log_format: cfg.log_format,
-        ..Default::default()
-    };
-    // Tokens from the admin and from `artstore token` (the local key) are both accepted.
-    let source = JwksSource::Any(vec![
-        JwksSource::Url(format!("{admin_url}/.well-known/jwks.json")),
-        JwksSource::File(paths.keys.join(JWKS_FILE)),
-    ]);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let verifier = verifier_from(source, &element_cfg, clock.clone());
-    verifier.load().await?;
-    let element = Element::build(element_cfg, verifier.clone(), clock).await?;
-    register_standalone_element(&node, &format!("http://{addr}"), element.store.mode().as_str()).await?;
-
-    // The query role, fed by the element's in-process events; it reads the element under a
-    // token it signs itself with the local key.
-    let query_listener = listen(&cfg.query_listen).await?;
-    let query_addr = query_listener.local_addr()?;
-    let query_cfg = artstore_query::config::QueryConfig {
-        index: Some(paths.query.clone()),
-        listen: query_addr.to_string(),
-        log_format: cfg.log_format,
-        reconcile_on_start: true,
-        ..Default::default()
-    };
-    let local = LocalSigner::load_or_create(&paths.keys).with_context(|| format!("{}", paths.keys.display()))?;
-    let mint: artstore_shared::clients::MintFn = Box::new(move || {
-        let ttl = Duration::from_secs(900);
-        local
-            .issue("query", &["reader".to_owned()], ttl, chrono::Utc::now())
-            .map(|t| (t, ttl))
-            .map_err(|e| e.to_string())
-    });
-    let exe = std::env::current_exe().context("cannot find the artstore binary for extraction workers")?;
-    let pool = artstore_query::extractor::Extractor::processes(artstore_query::server::extractor_config(
-        &query_cfg,
-        exe,
-        vec!["query".into(), "extract-worker".into()],
-    ));
-    let discovery: Arc<dyn artstore_shared::discovery::Discovery> =
-        Arc::new(artstore_shared::discovery::StaticDiscovery::start(
-            vec![(STANDALONE_ELEMENT_ID.to_owned(), format!("http://{addr}"))],
-            Default::default(),
-        ));
-    let query = artstore_query::server::QueryServer::build(
-        query_cfg,
-        artstore_query::server::QueryDeps {
-            verifier,
-            token: Some(artstore_shared::clients::ServiceToken::minted(mint)),
-            bus: Some(element.bus.clone()),
-            extractor: Some(Arc::new(pool)),
-            discovery: Some(discovery),
-        },
-    )
-    .await?;
-    let query_task = tokio::spawn(query.run(query_listener, shutdown_signal()));
-    let data = cfg.data.display();
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "artstore".to_owned());
-    let password = match node.generated_password() {
-        Some(p) => format!("{p}   (generated now, shown once)"),
-        None => "(set at first start: ARTSTORE_ADMIN_PASSWORD or the one printed then)".to_owned(),
-    };
-    eprintln!(
-        "\nArtStore standalone is running\n  storage element: http://{addr}\n  search:          http://{query_addr}/api/v1/search?q=...\n  admin:           {admin_url}\n  data:            {data}\n  login:           user admin, password {password}\n  get a token:     curl -s -d grant_type=password -d username=admin -d password=... {admin_url}/api/v1/auth/token\n  local token:     {exe} token --data {data} --role admin   (key id {})\n",
-        signer.kid()
-    );
-    let served = element.run(listener, shutdown_signal()).await;
-    let _ = query_task.await;
-    let _ = admin_task.await;
-    served
-}
-
-/// Makes sure the admin's registry knows the standalone element (so mode changes through
-/// the admin reach it).
-async fn register_standalone_element(node: &artstore_admin::node::Node, url: &str, mode: &str) -> anyhow::Result<()> {
-    let known = node.read(|s| s.elements.get(STANDALONE_ELEMENT_ID).map(|e| e.url.clone()));
-    let op = match known {
-        Some(u) if u == url => return Ok(()),
-        Some(_) => artstore_admin::state::Op::UpdateElement {
-            id: STANDALONE_ELEMENT_ID.to_owned(),
-            url: Some(url.to_owned()),
-            capacity_bytes: None,
-            weight: None,
-            dc: None,
-        },
-        None => {
-            let now = chrono::Utc::now();
-            artstore_admin::state::Op::CreateElement {
-                element: artstore_admin::state::Element {
-                    id: STANDALONE_ELEMENT_ID.to_owned(),
-                    url: url.to_owned(),
-                    mode: mode.to_owned(),
-                    capacity_bytes: 0,
-                    weight: 1,
-                    dc: String::new(),
-                    created_at: now,
-                    updated_at: now,
-                },
-            }
-        }
-    };
-    node.write(artstore_admin::node::SYSTEM_ACTOR, None, op)
-        .await
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("registering the standalone element: {}", e.detail))
-}
-
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let keys = standalone_paths(&args.data).keys;
+    let keys = standalone::standalone_paths(&args.data).keys;
     let key_path = keys.join(SIGNING_KEY_FILE);
     let der = std::fs::read(&key_path).map_err(|e| {
         anyhow::anyhow!(

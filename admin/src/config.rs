@@ -60,6 +60,9 @@ pub struct AdminConfig {
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificates trusted (besides the system's) when calling peers and elements.
     pub tls_ca: Option<PathBuf>,
+    /// The public API (the front proxy's URL): when set, this node also serves the web UI,
+    /// which calls the API there with the signed-in user's token.
+    pub ui_api: Option<String>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -88,6 +91,7 @@ impl Default for AdminConfig {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            ui_api: None,
             log_format: LogFormat::Pretty,
         }
     }

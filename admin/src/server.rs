@@ -79,12 +79,17 @@ impl AdminServer {
             Some(t) => axum::serve(TlsListener::new(listener, t)?, app).with_graceful_shutdown(stop).await?,
             None => axum::serve(listener, app).with_graceful_shutdown(stop).await?,
         }
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Stops the chores and Raft (after the listener serving [`AdminServer::router`] closed).
+    pub async fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
         let _ = self.node.raft.shutdown().await;
         tracing::info!("admin node stopped");
-        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use crate::store::Ingester;
 use artstore_shared::auth::{Auth, TokenVerifier};
 use artstore_shared::discovery::{self, Discovery, DiscoveryStatus};
 use artstore_shared::health::Health;
+use artstore_shared::workers::Workers;
 use axum::http::{HeaderName, HeaderValue, Method};
 use std::future::Future;
 use std::sync::Arc;
@@ -96,13 +97,20 @@ impl IngesterServer {
         Ok(Self { ingester, router, health })
     }
 
+    /// Starts the background work (discovery on `/health/ready`, the sweep of expired
+    /// uploads); [`IngesterServer::run`] does this itself.
+    pub fn spawn_workers(&self) -> Workers {
+        Workers::default()
+            .task(tokio::spawn(watch_discovery(self.ingester.clone(), self.health.clone())))
+            .task(crate::tus::spawn_sweeper(self.ingester.clone(), Duration::from_secs(60)))
+    }
+
     /// Serves until `shutdown` resolves.
     pub async fn run<L>(self, listener: L, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
     where
         L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     {
-        let watcher = tokio::spawn(watch_discovery(self.ingester.clone(), self.health.clone()));
-        let sweeper = crate::tus::spawn_sweeper(self.ingester.clone(), Duration::from_secs(60));
+        let workers = self.spawn_workers();
         tracing::info!(addr = %listener.local_addr()?, data = %self.ingester.data.display(), "ingester serving");
         let health = self.health.clone();
         axum::serve(listener, self.router)
@@ -112,8 +120,7 @@ impl IngesterServer {
                 tracing::info!("shutting down: finishing requests");
             })
             .await?;
-        watcher.abort();
-        sweeper.abort();
+        workers.stop().await;
         tracing::info!("ingester stopped");
         Ok(())
     }

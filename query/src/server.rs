@@ -12,6 +12,7 @@ use artstore_shared::clients::{ElementClient, ServiceToken};
 use artstore_shared::discovery::{self, Discovery, DiscoveryStatus};
 use artstore_shared::events::{EventBus, KafkaBus, KafkaSettings};
 use artstore_shared::health::Health;
+use artstore_shared::workers::Workers;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,14 +140,29 @@ impl QueryServer {
         Ok(Self { service, router, health, bus })
     }
 
+    /// Starts the index writer (fill, events, rebuilds) and the health watcher; stopping
+    /// them lets the writer finish its batch and commit. [`QueryServer::run`] does this itself.
+    pub fn spawn_workers(&self) -> Workers {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(self.service.clone().run_writer(self.bus.clone(), stop_rx));
+        Workers::default().task(tokio::spawn(watch_health(self.service.clone(), self.health.clone()))).on_stop(
+            async move {
+                let _ = stop_tx.send(true);
+                match writer.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "index writer stopped with an error"),
+                    Err(e) => tracing::warn!(error = %e, "index writer task failed"),
+                }
+            },
+        )
+    }
+
     /// Serves until `shutdown` resolves.
     pub async fn run<L>(self, listener: L, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
     where
         L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let writer = tokio::spawn(self.service.clone().run_writer(self.bus.clone(), stop_rx));
-        let watcher = tokio::spawn(watch_health(self.service.clone(), self.health.clone()));
+        let workers = self.spawn_workers();
         tracing::info!(addr = %listener.local_addr()?, index = %self.service.root.display(), "query role serving");
         let health = self.health.clone();
         axum::serve(listener, self.router)
@@ -156,13 +172,7 @@ impl QueryServer {
                 tracing::info!("shutting down: finishing requests");
             })
             .await?;
-        watcher.abort();
-        let _ = stop_tx.send(true);
-        match writer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "index writer stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "index writer task failed"),
-        }
+        workers.stop().await;
         tracing::info!("query role stopped");
         Ok(())
     }

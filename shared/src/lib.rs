@@ -9,10 +9,12 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod retention;
+pub mod routing;
 pub mod sidecar;
 pub mod telemetry;
 pub mod tls;
 pub mod upload;
+pub mod workers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, ErrorCode};
