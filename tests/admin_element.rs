@@ -271,14 +271,23 @@ async fn mode_changes_are_committed_only_after_the_element_confirms() {
     assert!(body["detail"].as_str().unwrap().contains("se-2"), "{body}");
     assert_eq!(env.node.read(|s| s.elements["se-2"].mode.clone()), "edit");
     assert_eq!(env.node.read(|s| s.audit.len()), audit_before, "no change, no audit entry");
-    // The registry lists both, with health unknown (no Redis configured here).
-    let (status, list) = {
+    // The registry lists both; without Redis the admin probes each element itself: se-1
+    // answers (with its mode and space), se-2 does not.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let list = loop {
         let r = env.http.get(format!("{}/api/v1/elements", env.admin)).bearer_auth(&t).send().await.unwrap();
-        (r.status(), r.json::<Value>().await.unwrap())
+        assert_eq!(r.status(), 200);
+        let list = r.json::<Value>().await.unwrap();
+        if list["items"][0]["health"]["status"] == "up" {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "se-1 never probed up: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    assert_eq!(status, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
-    assert_eq!(list["items"][0]["health"]["status"], "unknown");
+    assert_eq!(list["items"][0]["health"]["reported_mode"], "ro", "{list}");
+    assert!(list["items"][0]["health"]["total_bytes"].as_u64().unwrap() > 0, "{list}");
+    assert_eq!(list["items"][1]["health"]["status"], "down", "{list}");
     drop(env.stops);
 }
 

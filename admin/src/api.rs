@@ -707,6 +707,9 @@ fn element_view(node: &Node, e: &Element) -> Value {
                                "reported_mode": h.mode, "last_heartbeat": h.at}),
         (None, Some(true)) => json!({"status": "down", "reason": "no heartbeat within its ttl"}),
         (None, Some(false)) => json!({"status": "unknown", "reason": "redis is unreachable"}),
+        (None, None) if node.probing.load(std::sync::atomic::Ordering::Relaxed) => {
+            json!({"status": "down", "reason": "its /health/ready does not answer"})
+        }
         (None, None) => json!({"status": "unknown", "reason": "discovery (redis) is not configured"}),
     };
     v

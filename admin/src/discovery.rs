@@ -113,3 +113,37 @@ async fn round(
     *node.heartbeats.write().unwrap_or_else(|e| e.into_inner()) = beats;
     Ok(())
 }
+
+/// Without Redis: asks each registered element's `/health/ready` every `interval` and keeps
+/// the answers as heartbeats, so element health, mode and free space show all the same.
+pub fn spawn_probes(node: Arc<Node>, http: reqwest::Client, interval: Duration) -> tokio::task::JoinHandle<()> {
+    node.probing.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let els: Vec<(String, String)> =
+                node.read(|s| s.elements.values().map(|e| (e.id.clone(), e.url.clone())).collect());
+            let probes = els.iter().map(|(_, url)| artstore_shared::discovery::probe(&http, url));
+            let answers = futures_util::future::join_all(probes).await;
+            let beats: HashMap<String, Heartbeat> = els
+                .into_iter()
+                .zip(answers)
+                .filter(|(_, p)| p.ok)
+                .map(|((id, url), p)| {
+                    let hb = Heartbeat {
+                        id: id.clone(),
+                        url,
+                        mode: p.mode.unwrap_or_default(),
+                        free_bytes: p.free_bytes.unwrap_or(0),
+                        total_bytes: p.total_bytes.unwrap_or(0),
+                        at: p.at,
+                    };
+                    (id, hb)
+                })
+                .collect();
+            *node.heartbeats.write().unwrap_or_else(|e| e.into_inner()) = beats;
+        }
+    })
+}

@@ -33,10 +33,15 @@ impl AdminServer {
         health.set_not_ready("raft", "starting");
         let node = Node::start(cfg.clone(), faults.clone()).await?;
         let mut tasks = vec![node.spawn_chores(), spawn_health(node.clone(), health.clone())];
-        if let Some(url) = &cfg.redis {
-            tasks.push(crate::discovery::spawn(node.clone(), url.clone(), Duration::from_secs(1)));
-        }
         let client = || artstore_shared::tls::client_builder(cfg.tls_ca.as_deref());
+        match &cfg.redis {
+            Some(url) => tasks.push(crate::discovery::spawn(node.clone(), url.clone(), Duration::from_secs(1))),
+            None => tasks.push(crate::discovery::spawn_probes(
+                node.clone(),
+                client()?.timeout(Duration::from_secs(2)).connect_timeout(Duration::from_secs(1)).build()?,
+                Duration::from_secs(2),
+            )),
+        }
         let state = AppState {
             node: node.clone(),
             auth: Auth(node.verifier.clone()),
