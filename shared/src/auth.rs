@@ -249,7 +249,8 @@ pub struct VerifierConfig {
     pub audience: String,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
-    /// At most one key-set refresh per this interval, however many unknown `kid`s arrive.
+    /// At most one key-set refresh per this interval, however many unknown `kid`s arrive;
+    /// a token with a new `kid` waits at most this long for it.
     pub min_refresh_interval: Duration,
     /// The key set is re-read when older than this, so keys dropped at the source (past
     /// their grace period) stop being accepted here too.
@@ -262,7 +263,7 @@ impl Default for VerifierConfig {
             issuer: DEFAULT_ISSUER.to_owned(),
             audience: DEFAULT_AUDIENCE.to_owned(),
             leeway: Duration::from_secs(30),
-            min_refresh_interval: Duration::from_secs(10),
+            min_refresh_interval: Duration::from_secs(2),
             max_key_age: Duration::from_secs(300),
         }
     }
@@ -342,10 +343,22 @@ impl TokenVerifier {
         parse_jwks(&body)
     }
 
-    async fn refresh_if_allowed(&self) -> Result<(), AuthError> {
+    /// Reads the key set again for a token whose `kid` is unknown: at most once per
+    /// `min_refresh_interval` (a stream of forged kids costs one fetch per interval), and a
+    /// request that arrives inside the interval waits for the next fetch instead of being
+    /// refused, so a key published just after the last fetch (a rotation) is accepted.
+    /// Requests queued meanwhile share the fetch that started after they arrived.
+    async fn refresh_for_unknown_kid(&self) -> Result<(), AuthError> {
+        let arrived = Instant::now();
         let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|t| t.elapsed() < self.config.min_refresh_interval) {
+        if last.is_some_and(|t| t >= arrived) {
             return Ok(());
+        }
+        if let Some(t) = *last {
+            let wait = self.config.min_refresh_interval.saturating_sub(t.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
         *last = Some(Instant::now());
         let set = self.fetch().await?;
@@ -388,7 +401,7 @@ impl TokenVerifier {
         let key = match self.key(&kid) {
             Some(k) => k,
             None => {
-                self.refresh_if_allowed().await?;
+                self.refresh_for_unknown_kid().await?;
                 self.key(&kid).ok_or_else(|| AuthError::UnknownKid(kid.clone()))?
             }
         };
@@ -667,12 +680,23 @@ mod tests {
         *doc.lock().unwrap() = merged(&a, &b);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(v.verify(&tok(&b)).await.is_ok());
-        // c is published right after; refreshes are rate-limited, so it is unknown for now...
+        // c is published right after: its token waits for the next allowed refresh (the
+        // interval is not over yet) and is accepted then.
         *doc.lock().unwrap() = merged(&b, &c);
-        assert!(matches!(v.verify(&tok(&c)).await, Err(AuthError::UnknownKid(_))));
-        // ...and accepted once the interval has passed.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let t0 = std::time::Instant::now();
         assert!(v.verify(&tok(&c)).await.is_ok());
+        assert!(t0.elapsed() >= Duration::from_millis(800), "waited for the interval: {:?}", t0.elapsed());
+        // A burst of forged kids: each waits for one shared fetch, and is refused after it.
+        let forged = LocalSigner::generate().unwrap();
+        let t0 = std::time::Instant::now();
+        let vr = &v;
+        let burst = futures_util::future::join_all((0..20).map(|_| {
+            let t = tok(&forged);
+            async move { vr.verify(&t).await }
+        }))
+        .await;
+        assert!(burst.iter().all(|r| matches!(r, Err(AuthError::UnknownKid(_)))));
+        assert!(t0.elapsed() < Duration::from_millis(2500), "one fetch for the burst, not 20: {:?}", t0.elapsed());
         // A key dropped from the set stops working after the next refresh.
         assert!(v.verify(&tok(&a)).await.is_err());
     }
