@@ -95,6 +95,9 @@ pub struct Retention {
     /// Blocks deletion and disposition regardless of dates.
     #[serde(default)]
     pub legal_hold: bool,
+    /// Why the hold was set (a case or matter reference); cleared when it is lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_hold_reason: Option<String>,
     #[serde(default)]
     pub disposition: Disposition,
     /// Fields a newer version wrote; kept on rewrite.

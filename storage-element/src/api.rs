@@ -283,6 +283,7 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
         mode,
         retain_until: until,
         legal_hold: hold,
+        legal_hold_reason: None,
         disposition: disposition.unwrap_or_default(),
         extra: Default::default(),
     };
@@ -398,6 +399,9 @@ async fn delete_file(
 #[derive(Deserialize)]
 struct HoldBody {
     enabled: bool,
+    /// Why the hold is set (kept in the sidecar while it holds, and in the journal).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 async fn put_legal_hold(
@@ -409,7 +413,11 @@ async fn put_legal_hold(
     let id = parse_id(&id, "file id")?;
     let body = json_body(body)?;
     caller.require(if body.enabled { Permission::Protect } else { Permission::LiftLegalHold })?;
-    Ok(Json(s.store.set_legal_hold(id, &caller.subject, body.enabled).await?).into_response())
+    let reason = body.reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+        return Err(bad("reason is longer than 1000 characters"));
+    }
+    Ok(Json(s.store.set_legal_hold(id, &caller.subject, body.enabled, reason).await?).into_response())
 }
 
 #[derive(Deserialize)]

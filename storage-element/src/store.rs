@@ -937,7 +937,14 @@ impl Store {
     }
 
     /// Sets or lifts a legal hold (every mode; permissions are the caller's business).
-    pub async fn set_legal_hold(&self, id: Uuid, actor: &str, enabled: bool) -> Result<Sidecar, StoreError> {
+    /// Sets or lifts the legal hold; a set hold keeps its `reason`, a lifted one drops it.
+    pub async fn set_legal_hold(
+        &self,
+        id: Uuid,
+        actor: &str,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<Sidecar, StoreError> {
         let _drain = self.gate.read().await;
         let action = if enabled { "legal_hold_set" } else { "legal_hold_lifted" };
         self.rewrite(id, actor, WalOp::Update, action, move |sc, _| {
@@ -946,7 +953,9 @@ impl Store {
             }
             let was = sc.retention.legal_hold;
             sc.retention.legal_hold = enabled;
-            Ok(json!({"was": was, "now": enabled}))
+            let was_reason = sc.retention.legal_hold_reason.take();
+            sc.retention.legal_hold_reason = if enabled { reason.clone().or(was_reason.clone()) } else { None };
+            Ok(json!({"was": was, "now": enabled, "reason": reason, "was_reason": was_reason}))
         })
         .await
     }

@@ -279,9 +279,16 @@ async fn modes_allow_exactly_what_the_table_says() {
         assert_eq!(u.status, update, "{mode} update");
         // Holds and retention extensions only add protection: allowed in every mode.
         let hold = h
-            .call(Method::PUT, &format!("/api/v1/files/{id}/legal-hold"), Some(&admin), Some(json!({"enabled": true})))
+            .call(
+                Method::PUT,
+                &format!("/api/v1/files/{id}/legal-hold"),
+                Some(&admin),
+                Some(json!({"enabled": true, "reason": " case 2026-17 "})),
+            )
             .await;
         assert_eq!(hold.status, 200, "{mode} hold");
+        let held: serde_json::Value = serde_json::from_slice(&hold.body).unwrap();
+        assert_eq!(held["retention"]["legal_hold_reason"], "case 2026-17", "{mode}: the reason is kept");
         let until = rfc3339(chrono::Utc::now() + chrono::Duration::days(400));
         let ext = h
             .call(
@@ -296,6 +303,8 @@ async fn modes_allow_exactly_what_the_table_says() {
             .call(Method::PUT, &format!("/api/v1/files/{id}/legal-hold"), Some(&admin), Some(json!({"enabled": false})))
             .await;
         assert_eq!(lift.status, 200, "{mode} lift");
+        let lifted: serde_json::Value = serde_json::from_slice(&lift.body).unwrap();
+        assert!(lifted["retention"].get("legal_hold_reason").is_none(), "{mode}: a lifted hold has no reason");
         // Delete: governance retention now applies, so bypass it (only the mode may refuse).
         let tok = h.token(&["admin", "retention:bypass"]);
         let d = h.call(Method::DELETE, &format!("/api/v1/files/{id}?bypass_governance=true"), Some(&tok), None).await;
