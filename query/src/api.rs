@@ -414,7 +414,13 @@ fn cached_sidecar_answer(c: &CachedSidecar, headers: &HeaderMap, hit: bool) -> R
 async fn get_file(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     caller.require(Permission::ReadMetadata)?;
     let id: Uuid = id.parse().map_err(|_| bad(format!("{id:?} is not a file id")))?;
-    if let Some(c) = s.svc.sources.sidecars.get(&id) {
+    // `Cache-Control: no-cache` reads the element's sidecar (a client that just wrote).
+    let no_cache = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache")));
+    if let Some(c) = s.svc.sources.sidecars.get(&id).filter(|_| !no_cache) {
         s.svc.sidecar_hit();
         return Ok(cached_sidecar_answer(&c, &headers, true));
     }
