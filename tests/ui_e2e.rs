@@ -99,3 +99,126 @@ async fn browser_end_to_end() {
         assert!(len > 5_000, "no screenshot of {page}: {}", p.display());
     }
 }
+
+/// The `Set-Cookie` header that sets `name`.
+fn set_cookie(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+        .to_owned()
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+}
+
+fn hidden_csrf(html: &str) -> String {
+    let at = html.find("name=\"_csrf\" value=\"").expect("a CSRF field in the form") + 20;
+    html[at..at + html[at..].find('"').unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_need_the_csrf_token_and_the_cookie_is_locked_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Standalone::start(tmp.path()).await;
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // The login form: a double-submit token in an HttpOnly, SameSite=Strict cookie.
+    let page = c.get(format!("{}/login", s.base)).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let login_cookie = set_cookie(&page, "artstore_login");
+    let html = page.text().await.unwrap();
+    let login_csrf = hidden_csrf(&html);
+    assert_eq!(cookie_value(&login_cookie), login_csrf);
+    let form = |csrf: Option<&str>| {
+        let mut f = vec![("username", "admin".to_owned()), ("password", PASSWORD.to_owned())];
+        if let Some(t) = csrf {
+            f.push(("_csrf", t.to_owned()));
+        }
+        f
+    };
+    let cookie = format!("artstore_login={login_csrf}");
+    let r = c.post(format!("{}/login", s.base)).header("cookie", &cookie).form(&form(None)).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a login without the token is refused");
+    let r =
+        c.post(format!("{}/login", s.base)).header("cookie", &cookie).form(&form(Some("forged"))).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a login with another token is refused");
+    let r = c
+        .post(format!("{}/login", s.base))
+        .header("cookie", &cookie)
+        .form(&form(Some(&login_csrf)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = set_cookie(&r, "artstore_session");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(flag), "session cookie lacks {flag}: {session}");
+    }
+    assert!(!session.contains("Secure"), "plain HTTP here: {session}");
+    let session = format!("artstore_session={}", cookie_value(&session));
+
+    // A signed-in form post without the token changes nothing.
+    let page = c.get(format!("{}/policies", s.base)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf = hidden_csrf(&page.text().await.unwrap());
+    let policy = |name: &str, token: Option<&str>| {
+        let mut f = vec![
+            ("name", name.to_owned()),
+            ("term", "P1Y".to_owned()),
+            ("mode", "governance".to_owned()),
+            ("disposition", "review".to_owned()),
+        ];
+        if let Some(t) = token {
+            f.push(("_csrf", t.to_owned()));
+        }
+        c.post(format!("{}/policies", s.base)).header("cookie", &session).form(&f).send()
+    };
+    let r = policy("no-token", None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("CSRF"), "the refusal says why");
+    let r = policy("wrong-token", Some("0123")).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = policy("with-token", Some(&csrf)).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let token: serde_json::Value = c
+        .post(format!("{}/api/v1/auth/token", s.base))
+        .form(&[("grant_type", "password"), ("username", "admin"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let policies: serde_json::Value = c
+        .get(format!("{}/api/v1/retention-policies", s.base))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = policies["items"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["with-token"], "only the post with the token created a policy");
+
+    // Logging out needs the token too; afterwards the session is gone.
+    let r = c.post(format!("{}/logout", s.base)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(format!("{}/logout", s.base))
+        .header("cookie", &session)
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = c.get(format!("{}/policies", s.base)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status(), 303, "signed out: back to the login form");
+}

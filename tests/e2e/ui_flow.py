@@ -111,6 +111,18 @@ def main():
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.on("dialog", lambda d: d.accept())
         f = Flow(page, a.base, a.shots)
+        try:
+            run(f, page, a, paths, console_errors)
+        except Exception:
+            page.screenshot(path=os.path.join(a.shots, "failure.png"), full_page=True)
+            print(f"--- page at failure: {page.url}\n{page.locator('body').inner_text()[:3000]}", file=sys.stderr)
+            raise
+        browser.close()
+    step("done")
+
+
+def run(f, page, a, paths, console_errors):
+    if True:
 
         step("login page, a wrong password is refused readably")
         f.go("/login")
@@ -127,11 +139,12 @@ def main():
 
         step("create a retention policy")
         f.go("/policies")
-        page.fill("#policy-name", "e2e-tax")
-        page.fill("#policy-term", "P7Y")
-        page.select_option("#policy-mode", "governance")
-        page.select_option("#policy-disposition", "dispose")
-        page.click("#policy-create")
+        create = page.locator("form", has=page.locator("button:has-text('Create policy')"))
+        create.locator("[name=name]").fill("e2e-tax")
+        create.locator("[name=term]").fill("P7Y")
+        create.locator("[name=mode]").select_option("governance")
+        create.locator("[name=disposition]").select_option("dispose")
+        create.locator("button:has-text('Create policy')").click()
         f.flash_ok("e2e-tax")
         expect(page.locator("table")).to_contain_text("e2e-tax")
         f.shot("policies")
@@ -205,27 +218,34 @@ def main():
         step("switch the element to ro, confirming")
         f.go("/elements")
         f.shot("elements")
-        page.locator("form[data-confirm]", has=page.locator("button:has-text('ro')")).first.locator(
-            "button:has-text('ro')").first.click()
+        registry = page.get_by_role("table", name="Registered storage elements")
+        expect(registry).to_contain_text("edit")
+        page.locator("form[data-confirm] button:has-text('Switch to ro')").first.click()
         f.flash_ok("ro")
-        expect(page.locator("table")).to_contain_text("ro")
+        expect(registry.locator("td", has_text=re.compile(r"^\s*ro\s*$"))).to_have_count(1)
+        expect(page.locator("button:has-text('Switch to rw')")).to_have_count(0)
 
         step("audit with chain verification, keys")
         f.go("/audit")
-        page.click("button:has-text('Verify')")
+        page.click("button:has-text('Verify chain')")
         expect(page.locator(".msg.ok, .msg.err").first).to_be_visible()
         expect(page.locator(".msg.ok").first).to_contain_text(re.compile("verif|ok|intact", re.I))
         f.shot("audit")
         f.go("/keys")
         expect(page.locator("main")).to_contain_text(re.compile("current", re.I))
+        page.click("button:has-text('Rotate now')")
+        f.flash_ok("new signing key")
         f.shot("keys")
 
         step("create a reader user")
         f.go("/users")
-        page.fill("#user-username", "rita")
-        page.fill("#user-password", "reader-password-1")
-        page.check("input[name=roles][value=reader]")
-        page.click("#user-create")
+        page.click("summary:has-text('Create a user')")
+        create = page.locator("form", has=page.locator("button:has-text('Create user')"))
+        create.locator("[name=username]").fill("rita")
+        create.locator("[name=password]").fill("reader-password-1")
+        create.locator("[name=password2]").fill("reader-password-1")
+        create.locator("input[name=roles][value=reader]").check()
+        create.locator("button:has-text('Create user')").click()
         f.flash_ok("rita")
         f.shot("users")
         f.logout()
@@ -247,8 +267,6 @@ def main():
 
         bad = [e for e in console_errors if "Content Security Policy" in e or "Refused" in e]
         assert not bad, f"the browser reported policy violations: {bad}"
-        browser.close()
-    step("done")
 
 
 if __name__ == "__main__":

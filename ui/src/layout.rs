@@ -36,7 +36,9 @@ impl Nav {
             Nav::Dashboard | Nav::Documents | Nav::Policies => s.can(Permission::ReadMetadata),
             Nav::Upload => s.can(Permission::Create),
             Nav::Elements => s.is(Role::Admin) || s.can(Permission::ManageElement),
-            Nav::Users | Nav::Keys => s.is(Role::Admin),
+            // The admin API lets auditors read users, service accounts and keys; only
+            // admins change them.
+            Nav::Users | Nav::Keys => s.is(Role::Admin) || s.is(Role::Auditor),
             Nav::Audit => s.can(Permission::ReadAudit),
         }
     }
@@ -136,7 +138,7 @@ pub fn time(s: &str) -> String {
 
 /// A usage bar with its text.
 pub fn bar(used: u64, total: u64) -> Markup {
-    let pct = if total == 0 { 0 } else { (used.saturating_mul(100) / total).min(100) };
+    let pct = used.saturating_mul(100).checked_div(total).unwrap_or(0).min(100);
     html! {
         div.bar role="meter" aria-valuemin="0" aria-valuemax="100" aria-valuenow=(pct) aria-label="used space" {
             span class=(format!("fill w{}", pct / 5 * 5)) {}

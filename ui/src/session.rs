@@ -345,6 +345,11 @@ pub async fn csrf_guard(State(state): State<UiState>, req: Request, next: Next) 
         (None, _) => return next.run(req).await,
     };
     let header_token = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if header_token.is_none() && req.uri().path() == MULTIPART_PATH && is_multipart(req.headers()) {
+        // The upload form without JavaScript: its handler reads `_csrf` (the first part)
+        // and refuses before it stores any file.
+        return next.run(req).await;
+    }
     let (req, given) = match header_token {
         Some(t) => (req, Some(t)),
         None if is_form(req.headers()) => {
@@ -368,13 +373,21 @@ pub async fn csrf_guard(State(state): State<UiState>, req: Request, next: Next) 
     }
 }
 
+/// The one route that takes `multipart/form-data` and checks the `_csrf` part itself.
+pub const MULTIPART_PATH: &str = "/upload";
+
+fn is_multipart(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/form-data"))
+}
+
 fn is_form(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets in time independent of where they differ.
+pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

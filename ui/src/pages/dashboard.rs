@@ -1,8 +1,311 @@
-//! (being written)
+//! The dashboard: the admin cluster, the storage elements, the background workers the
+//! public API reports on, and the latest audit entries. Each part comes from its own API
+//! call; a part the user may not see is left out, a part that fails says why.
 
+use super::audit::{self, ApiChain};
+use super::elements::{self, ElementView};
 use crate::UiState;
+use crate::api::UiError;
+use crate::layout::{self, Nav};
+use crate::session::{Sess, error_box};
+use artstore_shared::auth::Permission;
 use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
 
 pub fn routes() -> Router<UiState> {
-    Router::new()
+    Router::new().route("/", get(dashboard))
+}
+
+/// `GET /api/v1/cluster`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Cluster {
+    node_id: u64,
+    state: String,
+    leader: Option<u64>,
+    term: u64,
+    last_log_index: Option<u64>,
+    last_applied: Option<u64>,
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Member {
+    id: u64,
+    url: String,
+    voter: bool,
+}
+
+/// A refusal of the user's roles (or of a route this deployment does not serve) hides a
+/// part of the page instead of showing an error.
+fn hidden(e: &UiError) -> bool {
+    matches!(e.status, 401 | 403)
+}
+
+fn cluster_card(c: &Result<Cluster, UiError>) -> Markup {
+    html! {
+        @match c {
+            Err(e) if hidden(e) => {}
+            Err(e) => section.card aria-labelledby="cluster-h" { h2 #cluster-h { "Admin cluster" } (error_box(e)) },
+            Ok(c) => section.card aria-labelledby="cluster-h" {
+                h2 #cluster-h { "Admin cluster" }
+                dl.fields {
+                    dt { "Leader" } dd {
+                        @match c.leader {
+                            Some(l) => { "node " (l) }
+                            None => span.badge.down { "no leader" },
+                        }
+                    }
+                    dt { "Term" } dd { (c.term) }
+                    dt { "This node" } dd { "node " (c.node_id) " (" (c.state.to_lowercase()) ")" }
+                    dt { "Log" } dd {
+                        "last index " (opt(c.last_log_index)) ", applied " (opt(c.last_applied))
+                    }
+                }
+                table {
+                    caption.vh { "Cluster members" }
+                    thead { tr { th scope="col" { "Node" } th scope="col" { "URL" } th scope="col" { "Role" } } }
+                    tbody {
+                        @for m in &c.members {
+                            tr {
+                                th scope="row" { (m.id) }
+                                td.mono { (m.url) }
+                                td {
+                                    @if c.leader == Some(m.id) { span.badge.ok { "leader" } " " }
+                                    (if m.voter { "voter" } else { "learner" })
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| v.to_string())
+}
+
+fn elements_section(els: &Result<Vec<ElementView>, UiError>, index: &Result<Value, UiError>, link: bool) -> Markup {
+    html! {
+        @match els {
+            Err(e) if hidden(e) => {}
+            Err(e) => section aria-labelledby="el-h" { h2 #el-h { "Storage elements" } (error_box(e)) },
+            Ok(els) => section aria-labelledby="el-h" {
+                h2 #el-h { "Storage elements" }
+                @if els.is_empty() { p.muted { "No storage element is registered." } }
+                @else {
+                    div.table-wrap { table {
+                        caption.vh { "Storage elements" }
+                        thead { tr {
+                            th scope="col" { "Element" } th scope="col" { "URL" } th scope="col" { "Mode" }
+                            th scope="col" { "Health" } th scope="col" { "Space" }
+                        } }
+                        tbody {
+                            @for e in els {
+                                tr {
+                                    th scope="row" {
+                                        @if link { a href=(format!("/elements/{}", crate::api::enc(&e.id))) { (e.id) } }
+                                        @else { (e.id) }
+                                    }
+                                    td.mono { (e.url) }
+                                    td { (elements::mode_badge(&e.mode)) }
+                                    td { (elements::health_cell(e)) }
+                                    td { (elements::space_cell(e)) }
+                                }
+                            }
+                        }
+                    } }
+                }
+                p.muted {
+                    "Document counts per element are not reported by the admin API"
+                    @if let Ok(i) = index { @if let Some(n) = i.get("documents").and_then(Value::as_u64) {
+                        "; the search index holds " (n) " documents in all"
+                    } }
+                    "."
+                }
+            },
+        }
+    }
+}
+
+fn num(v: &Value, path: &[&str]) -> Option<u64> {
+    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_u64)
+}
+
+fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str)
+}
+
+fn count(v: &Value, path: &[&str]) -> Markup {
+    match num(v, path) {
+        Some(n) => html! { (n) },
+        None => html! { span.muted { "not reported" } },
+    }
+}
+
+fn not_reported(what: &str) -> Markup {
+    html! { span.muted { "not reported through the public API (" (what) ")" } }
+}
+
+fn workers_card(index: &Result<Value, UiError>) -> Markup {
+    html! {
+        section.card aria-labelledby="workers-h" {
+            h2 #workers-h { "Background work" }
+            @match index {
+                Err(e) if hidden(e) => p.muted { "Your roles do not allow reading the search index's status." },
+                Err(e) => { p { "Search index:" } (error_box(e)) },
+                Ok(i) => {
+                    h3 { "Search index" }
+                    dl.fields {
+                        dt { "Documents" } dd { (count(i, &["documents"])) }
+                        dt { "Live indexing" } dd {
+                            (text(i, &["feed", "state"]).unwrap_or("not reported"))
+                            ": " (count(i, &["feed", "indexed"])) " indexed, "
+                            (count(i, &["feed", "errors"])) " errors"
+                            @if let Some(e) = text(i, &["feed", "last_error"]) { br; small.error { "last error: " (e) } }
+                        }
+                        dt { "Reindex" } dd { (rebuild(i)) }
+                        dt { "Text extraction" } dd {
+                            (count(i, &["extraction", "ok"])) " ok, " (count(i, &["extraction", "failed"])) " failed, "
+                            (count(i, &["extraction", "timeouts"])) " timed out, " (count(i, &["extraction", "crashes"])) " crashed"
+                        }
+                    }
+                }
+            }
+            h3 { "Storage elements" }
+            dl.fields {
+                dt { "Disposition sweeps" } dd { (not_reported("each element runs its own")) }
+                dt { "Cache rebuild" } dd { (not_reported("run on the element's machine")) }
+            }
+        }
+    }
+}
+
+fn rebuild(i: &Value) -> Markup {
+    let Some(r) = i.get("rebuild") else {
+        return html! { span.muted { "not reported" } };
+    };
+    let running = r.get("running").and_then(Value::as_bool).unwrap_or(false);
+    let kind = text(r, &["kind"]).unwrap_or("rebuild");
+    html! {
+        @if running {
+            span.badge { "running" } " " (kind) ", started " (layout::time(text(r, &["started_at"]).unwrap_or("")))
+        } @else if let Some(done) = text(r, &["finished_at"]) {
+            (kind) " finished " (layout::time(done))
+        } @else {
+            span.muted { "none since the query role started" }
+        }
+        @if r.get("progress").is_some_and(|p| !p.is_null()) {
+            br;
+            small {
+                (count(r, &["progress", "listed"])) " listed, " (count(r, &["progress", "indexed"])) " indexed, "
+                (count(r, &["progress", "errors"])) " errors"
+                @if let Some(el) = text(r, &["element"]) { " (element " (el) ")" }
+            }
+        }
+        @if let Some(e) = text(r, &["last_error"]) { br; small.error { "last error: " (e) } }
+    }
+}
+
+fn audit_section(a: &Option<Result<Vec<audit::AuditEntry>, UiError>>) -> Markup {
+    html! {
+        @match a {
+            None => {}
+            Some(Err(e)) if hidden(e) => {}
+            Some(Err(e)) => section aria-labelledby="audit-h" { h2 #audit-h { "Latest audit entries" } (error_box(e)) },
+            Some(Ok(items)) => section aria-labelledby="audit-h" {
+                h2 #audit-h { "Latest audit entries" }
+                @if items.is_empty() { p.muted { "The audit chain is empty." } }
+                @else { (audit::entries_table(items, "The latest audit entries, newest first")) }
+                p { a href="/audit" { "The whole audit chain" } }
+            },
+        }
+    }
+}
+
+async fn dashboard(State(state): State<UiState>, s: Sess) -> Response {
+    let title = "Dashboard";
+    if !Nav::Dashboard.allowed(&s) {
+        return layout::forbidden(&s, title, Nav::Dashboard);
+    }
+    let token = s.token();
+    let chain = ApiChain { api: &state.api, token: &token };
+    let audit_allowed = s.can(Permission::ReadAudit);
+    let (cluster, els, index, latest) = tokio::join!(
+        state.api.get::<Cluster>(&token, "/api/v1/cluster"),
+        elements::fetch(&state, &token),
+        state.api.get::<Value>(&token, "/api/v1/index"),
+        async { if audit_allowed { Some(audit::latest(&chain, 10).await) } else { None } },
+    );
+    let body = html! {
+        div.cards {
+            (cluster_card(&cluster))
+            (workers_card(&index))
+        }
+        (elements_section(&els, &index, Nav::Elements.allowed(&s)))
+        (audit_section(&latest))
+    };
+    layout::page(&s, title, Nav::Dashboard, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn worker_status_shows_what_is_reported() {
+        let i = json!({"documents": 3, "feed": {"state": "following", "indexed": 2, "errors": 1, "last_error": "boom"},
+                       "rebuild": {"running": false, "kind": "initial", "finished_at": "2026-11-30T11:29:57Z",
+                                   "progress": {"listed": 3, "indexed": 3, "errors": 0}, "element": "standalone"}});
+        let html = workers_card(&Ok(i)).into_string();
+        assert!(html.contains("following"), "{html}");
+        assert!(html.contains("initial finished 2026-11-30 11:29 UTC"), "{html}");
+        assert!(html.contains("last error: boom"), "{html}");
+        assert!(html.contains("Disposition sweeps"), "{html}");
+        let html = workers_card(&Ok(json!({}))).into_string();
+        assert!(html.contains("not reported"), "{html}");
+    }
+
+    #[test]
+    fn refused_cards_are_left_out() {
+        let refused = Err(UiError::new(403, "Forbidden", "no"));
+        assert!(cluster_card(&refused).into_string().is_empty());
+        let broken = Err(UiError::new(503, "Unavailable", "no quorum"));
+        assert!(cluster_card(&broken).into_string().contains("no quorum"));
+    }
+
+    #[tokio::test]
+    async fn each_part_degrades_on_its_own() {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse as _;
+        let refused = || async {
+            let p = json!({"title": "Forbidden", "detail": "this needs the role admin"});
+            (StatusCode::FORBIDDEN, axum::Json(p)).into_response()
+        };
+        let down = || async {
+            let p = json!({"title": "Service Unavailable", "detail": "the index is rebuilding"});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(p)).into_response()
+        };
+        let api = Router::new()
+            .route("/api/v1/cluster", get(refused))
+            .route("/api/v1/elements", get(|| async { axum::Json(json!({"items": []})) }))
+            .route("/api/v1/index", get(down));
+        let api = crate::pages::testkit::fake_api(api, "reader").await;
+        let mut c = crate::pages::testkit::Client::signed_in(&api).await;
+        let page = c.get("/").await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains("Admin cluster"), "a refused card is left out");
+        assert!(page.body.contains("No storage element is registered."));
+        assert!(page.body.contains("Service Unavailable: the index is rebuilding"), "{}", page.body);
+        assert!(!page.body.contains("Latest audit entries"));
+    }
 }
