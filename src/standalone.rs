@@ -213,6 +213,7 @@ async fn register_standalone_element(node: &artstore_admin::node::Node, url: &st
             capacity_bytes: None,
             weight: None,
             dc: None,
+            labels: None,
         },
         None => {
             let now = chrono::Utc::now();
@@ -224,6 +225,7 @@ async fn register_standalone_element(node: &artstore_admin::node::Node, url: &st
                     capacity_bytes: 0,
                     weight: 1,
                     dc: String::new(),
+                    labels: Default::default(),
                     created_at: now,
                     updated_at: now,
                 },

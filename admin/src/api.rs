@@ -4,7 +4,7 @@
 
 use crate::auth::{Principal, check_refresh, hash_secret, principal, random_secret, token_response, verify_secret};
 use crate::node::Node;
-use crate::state::{Element, Op, Policy, ServiceAccount, User, check_policy_fields, check_roles};
+use crate::state::{Element, Op, Policy, ServiceAccount, User, check_labels, check_policy_fields, check_roles};
 use artstore_shared::auth::{Auth, Caller, Permission, Role};
 use artstore_shared::clients::ElementClient;
 use artstore_shared::error::json_body;
@@ -674,6 +674,8 @@ struct NewElement {
     weight: u32,
     #[serde(default, alias = "datacenter", alias = "data_center", alias = "data_centre", alias = "datacentre")]
     dc: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 fn default_mode() -> String {
@@ -692,6 +694,8 @@ struct ElementPatch {
     weight: Option<u32>,
     #[serde(alias = "datacenter", alias = "data_center", alias = "data_centre", alias = "datacentre")]
     dc: Option<String>,
+    /// The whole new label set.
+    labels: Option<BTreeMap<String, String>>,
 }
 
 /// The element with its health folded in from the last heartbeat.
@@ -700,6 +704,8 @@ fn element_view(node: &Node, e: &Element) -> Value {
     // The same facts under the plain names too.
     v["capacity"] = json!(e.capacity_bytes);
     v["datacenter"] = json!(e.dc);
+    // Stored only when there are some; shown always.
+    v["labels"] = json!(e.labels);
     let hb = node.heartbeats.read().unwrap_or_else(|p| p.into_inner()).get(&e.id).cloned();
     let redis = *node.redis_up.read().unwrap_or_else(|p| p.into_inner());
     v["health"] = match (hb, redis) {
@@ -729,6 +735,7 @@ async fn create_element(
 ) -> ApiResult {
     require_role(&caller, &[Role::Admin])?;
     let b = json_body(body)?;
+    check_labels(&b.labels).map_err(|r| ApiError::bad_request(r.detail))?;
     let now = Utc::now();
     let element = Element {
         id: b.id,
@@ -737,10 +744,12 @@ async fn create_element(
         capacity_bytes: b.capacity_bytes,
         weight: b.weight,
         dc: b.dc,
+        labels: b.labels,
         created_at: now,
         updated_at: now,
     };
-    Ok(created(s.node.write(&caller.subject, addr.0, Op::CreateElement { element }).await?))
+    let answer = s.node.write(&caller.subject, addr.0, Op::CreateElement { element }).await?;
+    Ok(created(with_labels(answer)))
 }
 
 async fn get_element(State(s): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult {
@@ -758,9 +767,21 @@ async fn patch_element(
 ) -> ApiResult {
     require_role(&caller, &[Role::Admin])?;
     let b = json_body(body)?;
+    if let Some(l) = &b.labels {
+        check_labels(l).map_err(|r| ApiError::bad_request(r.detail))?;
+    }
     let url = b.url.map(|u| u.trim_end_matches('/').to_owned());
-    let op = Op::UpdateElement { id, url, capacity_bytes: b.capacity_bytes, weight: b.weight, dc: b.dc };
-    Ok(Json(s.node.write(&caller.subject, addr.0, op).await?).into_response())
+    let op =
+        Op::UpdateElement { id, url, capacity_bytes: b.capacity_bytes, weight: b.weight, dc: b.dc, labels: b.labels };
+    Ok(Json(with_labels(s.node.write(&caller.subject, addr.0, op).await?)).into_response())
+}
+
+/// A written element as the state answers it, with `labels` shown even when there are none.
+fn with_labels(mut element: Value) -> Value {
+    if let Some(o) = element.as_object_mut() {
+        o.entry("labels").or_insert_with(|| json!({}));
+    }
+    element
 }
 
 async fn delete_element(

@@ -27,6 +27,7 @@ pub fn registry_of(node: &Node) -> Registry {
                 capacity_bytes: e.capacity_bytes,
                 weight: e.weight,
                 dc: e.dc.clone(),
+                labels: e.labels.clone(),
             })
             .collect(),
     })

@@ -55,6 +55,11 @@ pub struct Element {
     pub weight: u32,
     #[serde(default)]
     pub dc: String,
+    /// Free-form `key=value` facts an operator attaches (`rack=r12`, `tier=ssd`); see
+    /// [`check_labels`]. Left out when empty, so entries and snapshots without labels keep
+    /// their old bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -238,6 +243,9 @@ pub enum Op {
         capacity_bytes: Option<u64>,
         weight: Option<u32>,
         dc: Option<String>,
+        /// Replaces the whole label set when given (entries written before labels have none).
+        #[serde(default)]
+        labels: Option<BTreeMap<String, String>>,
     },
     DeleteElement {
         id: String,
@@ -286,6 +294,42 @@ pub fn check_mode(mode: &str) -> Result<(), Refusal> {
         "edit" | "rw" | "ro" | "ar" => Ok(()),
         other => Err(bad(format!("unknown mode {other:?} (edit, rw, ro or ar)"))),
     }
+}
+
+/// Most labels one element may carry.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key, in bytes (keys are ASCII).
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE_CHARS: usize = 256;
+
+/// Checks an element's labels: at most [`MAX_LABELS`]; keys `[a-z0-9][a-z0-9._-]{0,62}`;
+/// values up to [`MAX_LABEL_VALUE_CHARS`] characters without control characters (a value
+/// is edited as one line of text).
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Refusal> {
+    if labels.len() > MAX_LABELS {
+        return Err(bad(format!("{} labels given; an element carries at most {MAX_LABELS}", labels.len())));
+    }
+    for (k, v) in labels {
+        let key_ok = k.len() <= MAX_LABEL_KEY_LEN
+            && k.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        if !key_ok {
+            return Err(bad(format!(
+                "label key {k:?} must be 1-{MAX_LABEL_KEY_LEN} characters of a-z 0-9 . _ -, starting with a-z or 0-9"
+            )));
+        }
+        let chars = v.chars().count();
+        if chars > MAX_LABEL_VALUE_CHARS {
+            return Err(bad(format!(
+                "label {k:?} has a value of {chars} characters; at most {MAX_LABEL_VALUE_CHARS} are allowed"
+            )));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(bad(format!("label {k:?} has a control character (such as a line break) in its value")));
+        }
+    }
+    Ok(())
 }
 
 fn mode_rank(mode: &str) -> u8 {
@@ -523,23 +567,29 @@ impl State {
                 check_name("element id", &element.id)?;
                 check_mode(&element.mode)?;
                 check_url(&element.url)?;
+                check_labels(&element.labels)?;
                 if self.elements.contains_key(&element.id) {
                     return Err(exists("storage element", &element.id));
                 }
                 self.elements.insert(element.id.clone(), element.clone());
                 self.elements_version += 1;
-                Ok((
-                    "element.create",
-                    element.id.clone(),
-                    json!({"url": element.url, "mode": element.mode}),
-                    to_value(element),
-                ))
+                // Only a labelled element adds the key: replaying an older entry must give
+                // the very same audit detail (and so the same hash chain).
+                let mut detail = json!({"url": element.url, "mode": element.mode});
+                if !element.labels.is_empty() {
+                    detail["labels"] = json!(element.labels);
+                }
+                Ok(("element.create", element.id.clone(), detail, to_value(element)))
             }
-            Op::UpdateElement { id, url, capacity_bytes, weight, dc } => {
+            Op::UpdateElement { id, url, capacity_bytes, weight, dc, labels } => {
                 if let Some(u) = url {
                     check_url(u)?;
                 }
+                if let Some(l) = labels {
+                    check_labels(l)?;
+                }
                 let e = self.elements.get_mut(id).ok_or_else(|| missing("storage element", id))?;
+                let previous_labels = labels.as_ref().map(|_| e.labels.clone());
                 if let Some(u) = url {
                     e.url.clone_from(u);
                 }
@@ -552,15 +602,20 @@ impl State {
                 if let Some(d) = dc {
                     e.dc.clone_from(d);
                 }
+                if let Some(l) = labels {
+                    e.labels.clone_from(l);
+                }
                 e.updated_at = at;
                 let e = e.clone();
                 self.elements_version += 1;
-                Ok((
-                    "element.update",
-                    id.clone(),
-                    json!({"url": url, "capacity_bytes": capacity_bytes, "weight": weight, "dc": dc}),
-                    to_value(&e),
-                ))
+                // As for create: no `labels` key unless the change set them, so older
+                // entries replay to the same audit detail.
+                let mut detail = json!({"url": url, "capacity_bytes": capacity_bytes, "weight": weight, "dc": dc});
+                if let (Some(to), Some(from)) = (labels, previous_labels) {
+                    detail["labels"] = json!(to);
+                    detail["previous_labels"] = json!(from);
+                }
+                Ok(("element.update", id.clone(), detail, to_value(&e)))
             }
             Op::DeleteElement { id } => {
                 self.elements.remove(id).ok_or_else(|| missing("storage element", id))?;
@@ -797,5 +852,116 @@ mod tests {
         };
         assert!(matches!(s.apply(&req(demote)), Response::Refused(_)));
         assert!(s.users["admin"].roles.contains(&"admin".to_owned()));
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn element(id: &str, labels: BTreeMap<String, String>) -> Element {
+        let now = at("2026-01-01T00:00:00Z");
+        Element {
+            id: id.into(),
+            url: "http://10.0.0.1:8081".into(),
+            mode: "edit".into(),
+            capacity_bytes: 0,
+            weight: 1,
+            dc: String::new(),
+            labels,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn update_labels(id: &str, l: Option<BTreeMap<String, String>>) -> Op {
+        Op::UpdateElement { id: id.into(), url: None, capacity_bytes: None, weight: None, dc: None, labels: l }
+    }
+
+    #[test]
+    fn entries_and_snapshots_from_before_labels_still_parse() {
+        // A log entry as written before elements had labels.
+        let old = r#"{"op":"update_element","id":"se-1","url":"http://10.0.0.1:9","capacity_bytes":null,"weight":3,"dc":null}"#;
+        match serde_json::from_str::<Op>(old).unwrap() {
+            Op::UpdateElement { id, weight, labels, .. } => {
+                assert_eq!((id.as_str(), weight, labels), ("se-1", Some(3), None));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An element as a snapshot held it before labels.
+        let old = r#"{"id":"se-1","url":"http://10.0.0.1:8081","mode":"rw","capacity_bytes":5,"weight":2,"dc":"eu",
+            "created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-02T00:00:00Z"}"#;
+        let e: Element = serde_json::from_str(old).unwrap();
+        assert!(e.labels.is_empty());
+        assert_eq!((e.mode.as_str(), e.weight, e.dc.as_str()), ("rw", 2, "eu"));
+        // Unlabelled elements keep their old bytes; labelled ones round-trip.
+        assert!(serde_json::to_value(&e).unwrap().get("labels").is_none());
+        let create = Op::CreateElement { element: element("se-2", labels(&[("rack", "r12")])) };
+        let back: Op = serde_json::from_str(&serde_json::to_string(&create).unwrap()).unwrap();
+        assert!(matches!(back, Op::CreateElement { element } if element.labels == labels(&[("rack", "r12")])));
+    }
+
+    #[test]
+    fn labels_are_checked_replaced_whole_and_audited() {
+        let mut s = boot();
+        let r = s.apply(&req(Op::CreateElement { element: element("se-1", labels(&[("rack", "r12")])) }));
+        assert!(matches!(r, Response::Ok(_)), "{r:?}");
+        assert_eq!(s.audit.last().unwrap().detail["labels"], json!({"rack": "r12"}));
+
+        let r = s.apply(&req(update_labels("se-1", Some(labels(&[("tier", "ssd")])))));
+        assert!(matches!(r, Response::Ok(_)), "{r:?}");
+        assert_eq!(s.elements["se-1"].labels, labels(&[("tier", "ssd")]), "the whole set is replaced");
+        let d = &s.audit.last().unwrap().detail;
+        assert_eq!((&d["labels"], &d["previous_labels"]), (&json!({"tier": "ssd"}), &json!({"rack": "r12"})));
+
+        // A change without labels keeps them and audits exactly what it did before labels.
+        let r = s.apply(&req(Op::UpdateElement {
+            id: "se-1".into(),
+            url: None,
+            capacity_bytes: None,
+            weight: Some(2),
+            dc: None,
+            labels: None,
+        }));
+        assert!(matches!(r, Response::Ok(_)), "{r:?}");
+        assert_eq!(s.elements["se-1"].labels, labels(&[("tier", "ssd")]));
+        assert_eq!(
+            s.audit.last().unwrap().detail,
+            json!({"url": null, "capacity_bytes": null, "weight": 2, "dc": null})
+        );
+        let r = s.apply(&req(Op::CreateElement { element: element("se-2", BTreeMap::new()) }));
+        assert!(matches!(r, Response::Ok(_)), "{r:?}");
+        assert_eq!(s.audit.last().unwrap().detail, json!({"url": "http://10.0.0.1:8081", "mode": "edit"}));
+
+        let audited = s.audit.len();
+        let r = s.apply(&req(update_labels("se-1", Some(labels(&[("Rack", "r1")])))));
+        match r {
+            Response::Refused(r) => {
+                assert_eq!(r.kind, RefusalKind::BadRequest);
+                assert!(r.detail.contains("\"Rack\""), "{}", r.detail);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.elements["se-1"].labels, labels(&[("tier", "ssd")]), "a refusal changes nothing");
+        assert_eq!(s.audit.len(), audited);
+    }
+
+    #[test]
+    fn label_rules() {
+        assert!(check_labels(&labels(&[("rack", "r12"), ("0.zone_a-b", ""), ("tier", &"é".repeat(256))])).is_ok());
+        let long_key = "k".repeat(64);
+        for (k, v) in
+            [("", "x"), ("-rack", "x"), ("Rack", "x"), ("ra ck", "x"), ("räck", "x"), (long_key.as_str(), "x")]
+        {
+            let e = check_labels(&labels(&[(k, v)])).unwrap_err();
+            assert!(e.detail.contains(&format!("{k:?}")), "{}", e.detail);
+        }
+        assert!(check_labels(&labels(&[(&"k".repeat(63), "x")])).is_ok());
+        let e = check_labels(&labels(&[("tier", &"x".repeat(257))])).unwrap_err();
+        assert!(e.detail.contains("\"tier\"") && e.detail.contains("257"), "{}", e.detail);
+        assert!(check_labels(&labels(&[("note", "two\nlines")])).unwrap_err().detail.contains("\"note\""));
+        let many: BTreeMap<String, String> = (0..33).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(check_labels(&many).unwrap_err().detail.contains("at most 32"));
+        let enough: BTreeMap<String, String> = (0..32).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(check_labels(&enough).is_ok());
     }
 }

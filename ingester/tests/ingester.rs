@@ -721,6 +721,7 @@ impl PrivateRedis {
                     capacity_bytes: 0,
                     weight: 1,
                     dc: String::new(),
+                    labels: Default::default(),
                 })
                 .collect(),
         };

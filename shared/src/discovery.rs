@@ -33,6 +33,9 @@ pub struct RegistryElement {
     pub weight: u32,
     #[serde(default)]
     pub dc: String,
+    /// The element's free-form labels (`rack=r12`, `tier=ssd`); absent when it has none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The published registry.
@@ -419,6 +422,7 @@ impl StaticDiscovery {
                     capacity_bytes: 0,
                     weight: 1,
                     dc: String::new(),
+                    labels: Default::default(),
                 })
                 .collect(),
             ..Default::default()

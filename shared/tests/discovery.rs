@@ -66,6 +66,7 @@ fn registry_element(id: &str, url: &str, mode: &str) -> RegistryElement {
         capacity_bytes: 0,
         weight: 1,
         dc: String::new(),
+        labels: Default::default(),
     }
 }
 

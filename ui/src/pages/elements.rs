@@ -1,6 +1,7 @@
 //! Storage elements: the admin's registry with the health the elements' heartbeats report,
-//! registering and editing an element, and the forward-only mode switch (edit → rw → ro →
-//! ar), each step confirmed with what the new mode forbids.
+//! registering and editing an element (weight, capacity, data centre, labels), and the
+//! forward-only mode switch (edit → rw → ro → ar), each step confirmed with what the new
+//! mode forbids.
 
 use super::{Fields, done, not_allowed};
 use crate::UiState;
@@ -16,6 +17,7 @@ use maud::{Markup, html};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 pub fn routes() -> Router<UiState> {
     Router::new()
@@ -92,6 +94,66 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v.round() as u64)
 }
 
+/// Labels typed into the form's textarea: one `key=value` per line, blank lines skipped,
+/// spaces around key and value trimmed. Only the shape is checked here; the admin API
+/// checks keys and values and says which label it refuses.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    let mut first_seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("line {n} ({line:?}) is not key=value, e.g. rack=r12"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("line {n} ({line:?}) has no key before the ="));
+        }
+        if let Some(earlier) = first_seen.insert(k.to_owned(), n) {
+            return Err(format!("label {k:?} is given twice (lines {earlier} and {n})"));
+        }
+        labels.insert(k.to_owned(), v.trim().to_owned());
+    }
+    Ok(labels)
+}
+
+/// Labels as the textarea shows them: one `key=value` per line.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// Labels as `key=value` badges.
+pub fn labels_cell(labels: &BTreeMap<String, String>) -> Markup {
+    html! {
+        @if labels.is_empty() {
+            span.muted { "—" }
+        } @else {
+            @for (k, v) in labels { span.badge.mono { (k) "=" (v) } " " }
+        }
+    }
+}
+
+fn form_labels(f: &Fields) -> Result<Option<BTreeMap<String, String>>, UiError> {
+    f.raw("labels").map(|t| parse_labels(t).map_err(|e| UiError::new(400, "Invalid labels", e))).transpose()
+}
+
+/// The labels textarea of the register and edit forms.
+fn labels_field(current: &BTreeMap<String, String>) -> Markup {
+    html! {
+        label for="el-labels" { "Labels" }
+        textarea #el-labels .mono name="labels" rows="4" placeholder="rack=r12\ntier=ssd"
+            aria-describedby="el-labels-hint" { (labels_text(current)) }
+        div.full { small #el-labels-hint .muted {
+            "One key=value per line. Keys: a-z 0-9 . _ - (starting with a letter or digit, up to 63); "
+            "values up to 256 characters; at most 32 labels."
+        } }
+    }
+}
+
 /// One element as `GET /api/v1/elements` answers it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -102,6 +164,7 @@ pub struct ElementView {
     pub capacity_bytes: u64,
     pub weight: u32,
     pub dc: String,
+    pub labels: BTreeMap<String, String>,
     pub created_at: String,
     pub updated_at: String,
     pub health: Health,
@@ -223,7 +286,7 @@ async fn list(State(state): State<UiState>, s: Sess) -> Response {
                     thead { tr {
                         th scope="col" { "Element" } th scope="col" { "URL" } th scope="col" { "Mode" }
                         th scope="col" { "Health" } th scope="col" { "Space" } th scope="col" { "Weight" }
-                        th scope="col" { "Data centre" } th scope="col" { "Actions" }
+                        th scope="col" { "Data centre" } th scope="col" { "Labels" } th scope="col" { "Actions" }
                     } }
                     tbody {
                         @for e in els {
@@ -235,6 +298,7 @@ async fn list(State(state): State<UiState>, s: Sess) -> Response {
                                 td { (space_cell(e)) }
                                 td { (e.weight) }
                                 td { @if e.dc.is_empty() { span.muted { "—" } } @else { (e.dc) } }
+                                td { (labels_cell(&e.labels)) }
                                 td { div.cell-actions {
                                     @if may_switch(&s) { (mode_forms(&s, e)) }
                                     @if admin { a href=(format!("/elements/{}", enc(&e.id))) { "Edit " span.vh { (e.id) } } }
@@ -268,6 +332,7 @@ async fn list(State(state): State<UiState>, s: Sess) -> Response {
                 input #el-capacity name="capacity" placeholder="e.g. 4 TiB (optional)";
                 label for="el-dc" { "Data centre" }
                 input #el-dc name="dc" placeholder="optional";
+                (labels_field(&BTreeMap::new()))
                 div.full { button type="submit" { "Register element" } }
             }
             p.muted { "The mode must be the one the element is in now: the registry records it, it does not switch the element." }
@@ -289,6 +354,9 @@ async fn register(State(state): State<UiState>, s: Sess, f: Fields) -> Response 
         }
         if let Some(c) = f.get("capacity") {
             body["capacity_bytes"] = json!(parse_size(c).map_err(|e| UiError::new(400, "Invalid capacity", e))?);
+        }
+        if let Some(l) = form_labels(&f)?.filter(|l| !l.is_empty()) {
+            body["labels"] = json!(l);
         }
         state.api.send(&s.token(), Method::POST, "/api/v1/elements", Some(&body)).await?;
         Ok(format!("Storage element {id} is registered."))
@@ -323,6 +391,7 @@ async fn detail(State(state): State<UiState>, s: Sess, Path(id): Path<String>) -
                     }
                     dt { "Weight" } dd { (e.weight) }
                     dt { "Data centre" } dd { @if e.dc.is_empty() { span.muted { "not set" } } @else { (e.dc) } }
+                    dt { "Labels" } dd { (labels_cell(&e.labels)) }
                     dt { "Registered" } dd { (layout::time(&e.created_at)) }
                     dt { "Last changed" } dd { (layout::time(&e.updated_at)) }
                 }
@@ -345,6 +414,7 @@ async fn detail(State(state): State<UiState>, s: Sess, Path(id): Path<String>) -
                         label for="el-dc" { "Data centre" }
                         input #el-dc name="dc" value=(e.dc);
                         div.full { small #el-capacity-hint .muted { "Capacity in bytes or with a unit (GB, GiB, TB, TiB…)." } }
+                        (labels_field(&e.labels))
                         div.full { button type="submit" { "Save changes" } }
                     }
                     h2 { "Unregister" }
@@ -384,6 +454,12 @@ fn element_changes(cur: &ElementView, f: &Fields) -> Result<Map<String, Value>, 
     let dc = f.text("dc");
     if dc != cur.dc {
         patch.insert("dc".into(), json!(dc));
+    }
+    // The API replaces the whole set, so a change sends every label the form holds.
+    if let Some(labels) = form_labels(f)?
+        && labels != cur.labels
+    {
+        patch.insert("labels".into(), json!(labels));
     }
     Ok(patch)
 }
@@ -492,6 +568,121 @@ mod tests {
         assert_eq!(Value::Object(p), json!({"weight": 3}));
         let bad = Fields(vec![("weight".into(), "heavy".into())]);
         assert!(element_changes(&cur, &bad).is_err());
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn labels_parse_one_per_line() {
+        assert_eq!(parse_labels(""), Ok(BTreeMap::new()));
+        assert_eq!(parse_labels("\n  \r\n"), Ok(BTreeMap::new()));
+        assert_eq!(
+            parse_labels("rack=r12\r\n\n  tier = ssd \nurl=http://x/?a=b\nempty=\n"),
+            Ok(labels(&[("rack", "r12"), ("tier", "ssd"), ("url", "http://x/?a=b"), ("empty", "")]))
+        );
+        let e = parse_labels("rack=r12\nrack r13").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("\"rack r13\"") && e.contains("key=value"), "{e}");
+        let e = parse_labels(" =ssd").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("no key"), "{e}");
+        let e = parse_labels("tier=ssd\nrack=1\ntier=hdd").unwrap_err();
+        assert!(e.contains("\"tier\"") && e.contains("lines 1 and 3"), "{e}");
+        let l = labels(&[("rack", "r12"), ("tier", "ssd")]);
+        assert_eq!(parse_labels(&labels_text(&l)), Ok(l), "what the form shows parses back");
+    }
+
+    #[test]
+    fn changed_labels_are_sent_whole() {
+        let cur = ElementView {
+            id: "se-1".into(),
+            labels: labels(&[("rack", "r12"), ("tier", "ssd")]),
+            ..Default::default()
+        };
+        let same = Fields(vec![("labels".into(), "tier=ssd\nrack=r12".into())]);
+        assert_eq!(Value::Object(element_changes(&cur, &same).unwrap()), json!({}));
+        let one_more = Fields(vec![("labels".into(), "rack=r12\ntier=ssd\nzone=b".into())]);
+        assert_eq!(
+            Value::Object(element_changes(&cur, &one_more).unwrap()),
+            json!({"labels": {"rack": "r12", "tier": "ssd", "zone": "b"}})
+        );
+        let cleared = Fields(vec![("labels".into(), "  ".into())]);
+        assert_eq!(Value::Object(element_changes(&cur, &cleared).unwrap()), json!({"labels": {}}));
+        let absent = Fields(vec![("weight".into(), "0".into())]);
+        assert!(!element_changes(&cur, &absent).unwrap().contains_key("labels"), "no textarea, no change");
+        let bad = Fields(vec![("labels".into(), "rack".into())]);
+        assert!(element_changes(&cur, &bad).unwrap_err().message().starts_with("Invalid labels: line 1"));
+    }
+
+    /// A fake admin holding one element that registering and editing change.
+    fn fake_registry(sent: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>) -> axum::Router {
+        use axum::http::StatusCode;
+        let element = || {
+            json!({"id": "se-1", "url": "http://10.0.0.1:8081", "mode": "edit", "capacity_bytes": 0, "weight": 1,
+                   "dc": "", "labels": {"rack": "r12", "tier": "ssd"}, "health": {"status": "up"}})
+        };
+        let list = move || async move { axum::Json(json!({"items": [element()]})) };
+        let one = move || async move { axum::Json(element()) };
+        let (s1, s2) = (sent.clone(), sent);
+        let create = move |axum::Json(b): axum::Json<Value>| {
+            let s = s1.clone();
+            async move {
+                s.lock().unwrap().push(("POST".into(), b.clone()));
+                (StatusCode::CREATED, axum::Json(b)).into_response()
+            }
+        };
+        let patch = move |axum::Json(b): axum::Json<Value>| {
+            let s = s2.clone();
+            async move {
+                if b["labels"].as_object().is_some_and(|l| l.keys().any(|k| k.contains(' '))) {
+                    let p = json!({"title": "Bad Request", "detail": "label key \"a b\" must be 1-63 characters"});
+                    return (StatusCode::BAD_REQUEST, axum::Json(p)).into_response();
+                }
+                s.lock().unwrap().push(("PATCH".into(), b.clone()));
+                axum::Json(b).into_response()
+            }
+        };
+        Router::new()
+            .route("/api/v1/elements", get(list).post(create))
+            .route("/api/v1/elements/{id}", get(one).patch(patch))
+    }
+
+    #[tokio::test]
+    async fn labels_show_as_badges_and_the_forms_send_them() {
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let api = crate::pages::testkit::fake_api(fake_registry(sent.clone()), "admin").await;
+        let mut c = crate::pages::testkit::Client::signed_in(&api).await;
+        let page = c.get("/elements").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("rack=r12") && page.body.contains("tier=ssd"), "{}", page.body);
+        assert!(page.body.contains("name=\"labels\""), "the register form has a labels field");
+        let page = c.get("/elements/se-1").await;
+        assert!(page.body.contains("rack=r12\ntier=ssd\n</textarea>"), "{}", page.body);
+
+        let form = [("id", "se-2"), ("url", "http://10.0.0.2:8081"), ("labels", "tier=hdd\r\nrack=r1")];
+        let r = c.post("/elements", &form).await;
+        assert_eq!(r.status, 303);
+        let r =
+            c.post("/elements/se-1", &[("url", "http://10.0.0.1:8081"), ("weight", "1"), ("labels", "rack=r14")]).await;
+        assert_eq!(r.status, 303);
+        {
+            let sent = sent.lock().unwrap();
+            assert_eq!(sent[0].0, "POST");
+            assert_eq!(sent[0].1["labels"], json!({"tier": "hdd", "rack": "r1"}));
+            assert_eq!(sent[1], ("PATCH".to_owned(), json!({"labels": {"rack": "r14"}})));
+        }
+        let page = c.get("/elements/se-1").await;
+        assert!(page.body.contains("Storage element se-1 saved (labels)"), "{}", page.body);
+
+        // A malformed line never reaches the API; the API's refusal is shown as it is.
+        let r = c.post("/elements/se-1", &[("url", "http://10.0.0.1:8081"), ("labels", "rack r14")]).await;
+        assert_eq!(r.status, 303);
+        let page = c.get("/elements/se-1").await;
+        assert!(page.body.contains("Invalid labels: line 1 (&quot;rack r14&quot;) is not key=value"), "{}", page.body);
+        c.post("/elements/se-1", &[("url", "http://10.0.0.1:8081"), ("labels", "a b=1")]).await;
+        let page = c.get("/elements/se-1").await;
+        assert!(page.body.contains("label key &quot;a b&quot; must be"), "{}", page.body);
+        assert_eq!(sent.lock().unwrap().len(), 2, "refused forms change nothing");
     }
 
     /// A fake admin with one element whose mode the form switches (forward only).
