@@ -222,3 +222,56 @@ async fn forms_need_the_csrf_token_and_the_cookie_is_locked_down() {
     let r = c.get(format!("{}/policies", s.base)).header("cookie", &session).send().await.unwrap();
     assert_eq!(r.status(), 303, "signed out: back to the login form");
 }
+
+/// In a cluster the admin nodes serve the UI (`--ui-api` names the public API, here the
+/// node itself): the login form, a login through the token endpoint, the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_node_serves_the_ui_with_ui_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let me = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(tmp.path().join("admin.log")).unwrap();
+    let child = Command::new(support::BIN)
+        .args(["admin", "--node-id", "1", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(tmp.path().join("admin"))
+        .args(["--peers", &format!("1={me}"), "--ui-api", &me, "--log-format", "json"])
+        .env("ARTSTORE_ADMIN_PASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _guard = Standalone { child, base: me.clone(), log: tmp.path().join("admin.log") };
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        if let Ok(r) = c.get(format!("{me}/login")).send().await
+            && r.status() == 200
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the admin node's UI did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(page.headers().contains_key("content-security-policy"));
+    let login_csrf = hidden_csrf(&page.text().await.unwrap());
+    assert_eq!(c.get(format!("{me}/.well-known/jwks.json")).send().await.unwrap().status(), 200, "admin routes first");
+    // The node's leader is elected shortly after it listens; the login waits for it.
+    let session = loop {
+        let r = c
+            .post(format!("{me}/login"))
+            .header("cookie", format!("artstore_login={login_csrf}"))
+            .form(&[("username", "admin"), ("password", PASSWORD), ("_csrf", &login_csrf)])
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 303 {
+            break format!("artstore_session={}", cookie_value(&set_cookie(&r, "artstore_session")));
+        }
+        assert!(Instant::now() < deadline, "login refused: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let dash = c.get(format!("{me}/")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(dash.status(), 200);
+    let html = dash.text().await.unwrap();
+    assert!(html.contains("Admin cluster") && html.contains("leader"), "{html}");
+}

@@ -265,6 +265,15 @@ def run(f, page, a, paths, console_errors):
             assert resp.status == 403, f"{path} answered {resp.status} to a reader"
         f.logout()
 
+        step("a login that keeps failing is locked, and the page says how long")
+        f.go("/login")
+        for _ in range(6):
+            page.fill("#username", "rita")
+            page.fill("#password", "guessing")
+            page.click("button[type=submit]")
+            expect(page.locator(".msg.err")).to_be_visible()
+        expect(page.locator(".msg.err")).to_contain_text(re.compile(r"locked for \d+ more seconds", re.I))
+
         bad = [e for e in console_errors if "Content Security Policy" in e or "Refused" in e]
         assert not bad, f"the browser reported policy violations: {bad}"
 
