@@ -110,50 +110,7 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-/// One link of the audit chain.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    #[serde(default)]
-    pub from: Option<String>,
-    pub action: String,
-    pub target: String,
-    #[serde(default)]
-    pub detail: Value,
-    /// Hex SHA-256 of the previous entry (64 zeros for the first).
-    pub prev: String,
-    /// Hex SHA-256 of this entry's canonical form (see [`AuditEntry::digest`]).
-    pub hash: String,
-    /// Base64 Ed25519 signature over the 32 hash bytes.
-    pub sig: String,
-}
-
-/// The hash the first audit entry points back to.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-impl AuditEntry {
-    /// SHA-256 over the entry without `hash` and `sig`, as compact JSON with keys in a fixed
-    /// order. `verify-audit` recomputes exactly this.
-    pub fn digest(&self) -> [u8; 32] {
-        let canonical = json!({
-            "seq": self.seq, "at": self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "actor": self.actor, "from": self.from, "action": self.action, "target": self.target,
-            "detail": self.detail, "prev": self.prev,
-        });
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        out
-    }
-}
-
-/// Hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use artstore_shared::audit_chain::{AuditEntry, GENESIS, hex};
 
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

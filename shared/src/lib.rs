@@ -1,6 +1,7 @@
 //! Types every ArtStore role shares: the error model and RFC 9457 responses, token
 //! verification, the clock, telemetry, and the health and metrics endpoints.
 
+pub mod audit_chain;
 pub mod auth;
 pub mod clients;
 pub mod clock;

@@ -10,15 +10,15 @@ use crate::UiState;
 use crate::api::{Api, UiError};
 use crate::layout::{self, Nav};
 use crate::session::{Sess, error_box};
+pub use artstore_shared::audit_chain::{AuditEntry, ChainCheck, ChainKey, ChainReport};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub fn routes() -> Router<UiState> {
     Router::new().route("/audit", get(page)).route("/audit/verify", post(verify))
@@ -32,46 +32,6 @@ const SCAN_LIMIT: u64 = 5000;
 const SHOW: usize = 100;
 /// Proposers' clocks may differ a little; a date filter stops scanning only this far past it.
 const CLOCK_SLACK: chrono::Duration = chrono::Duration::hours(1);
-/// Problems a verification lists (the rest are counted).
-const MAX_PROBLEMS: usize = 20;
-/// The hash the first entry points back to.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// One link of the admin's audit chain, as `GET /api/v1/audit` answers it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    #[serde(default)]
-    pub from: Option<String>,
-    pub action: String,
-    pub target: String,
-    #[serde(default)]
-    pub detail: Value,
-    pub prev: String,
-    pub hash: String,
-    #[serde(default)]
-    pub sig: String,
-}
-
-impl AuditEntry {
-    /// SHA-256 of the entry's canonical form: compact JSON of every field but `hash` and
-    /// `sig`, keys in this order, the time with microseconds (the admin's
-    /// `AuditEntry::digest`, which `artstore admin verify-audit` recomputes too).
-    pub fn digest(&self) -> [u8; 32] {
-        let canonical = json!({
-            "seq": self.seq, "at": self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "actor": self.actor, "from": self.from, "action": self.action, "target": self.target,
-            "detail": self.detail, "prev": self.prev,
-        });
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        out
-    }
-}
 
 /// One answer of `GET /api/v1/audit?after=&limit=`.
 #[derive(Debug, Default, Deserialize)]
@@ -256,142 +216,13 @@ pub(crate) async fn search(src: &impl ChainSource, f: &Filter, before: Option<u6
     Ok(found)
 }
 
-/// What a verification of the chain found.
-#[derive(Debug, Default)]
-pub struct ChainReport {
-    pub entries: u64,
-    pub signatures: u64,
-    /// The key the signatures were checked with (hex).
-    pub key: Option<String>,
-    /// Where that key came from.
-    pub key_source: String,
-    /// The first entry with a problem.
-    pub first_broken: Option<u64>,
-    pub problems: Vec<String>,
-    /// Problems beyond the listed ones.
-    pub more_problems: u64,
-}
-
-impl ChainReport {
-    pub fn ok(&self) -> bool {
-        self.first_broken.is_none() && self.problems.is_empty()
-    }
-}
-
-/// Checks the chain entry by entry, as `artstore admin verify-audit` does with the node's
-/// file: sequence, link to the previous hash, the hash itself, and the signature by the key
-/// the bootstrap entry recorded (or, without one, the key the API names).
-pub struct ChainCheck {
-    report: ChainReport,
-    prev: String,
-    expect: u64,
-    key: Option<Vec<u8>>,
-    api_key: Option<String>,
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl ChainCheck {
-    pub fn new(api_key: Option<String>) -> ChainCheck {
-        ChainCheck { report: ChainReport::default(), prev: GENESIS.to_owned(), expect: 1, key: None, api_key }
-    }
-
-    fn problem(&mut self, seq: u64, text: String) {
-        self.report.first_broken.get_or_insert(seq);
-        if self.report.problems.len() < MAX_PROBLEMS {
-            self.report.problems.push(text);
-        } else {
-            self.report.more_problems += 1;
-        }
-    }
-
-    fn choose_key(&mut self, e: &AuditEntry) {
-        if self.key.is_some() {
-            return;
-        }
-        let recorded = (e.action == "cluster.bootstrap")
-            .then(|| e.detail.get("audit_public_key").and_then(Value::as_str))
-            .flatten()
-            .map(str::to_owned);
-        let (key, source) = match (recorded, &self.api_key) {
-            (Some(k), api) => {
-                if api.as_ref().is_some_and(|a| !a.eq_ignore_ascii_case(&k)) {
-                    self.problem(
-                        e.seq,
-                        format!(
-                            "the API names the audit key {}, but the bootstrap entry {} recorded {k}",
-                            api.as_deref().unwrap_or_default(),
-                            e.seq
-                        ),
-                    );
-                }
-                (k, format!("recorded by the cluster's bootstrap entry (seq {})", e.seq))
-            }
-            (None, Some(a)) => {
-                (a.clone(), "as the API reports it (no bootstrap entry in the chain vouches for it)".to_owned())
-            }
-            (None, None) => return,
-        };
-        match unhex(&key).filter(|k| k.len() == 32) {
-            Some(bytes) => {
-                self.key = Some(bytes);
-                self.report.key = Some(key);
-                self.report.key_source = source;
-            }
-            None => self.problem(e.seq, format!("entry {}: the audit key {key:?} is not a hex Ed25519 key", e.seq)),
-        }
-    }
-
-    pub fn push(&mut self, e: &AuditEntry) {
-        self.report.entries += 1;
-        if e.seq != self.expect {
-            self.problem(e.seq, format!("entry {}: sequence gap (expected {})", e.seq, self.expect));
-        }
-        if e.prev != self.prev {
-            self.problem(e.seq, format!("entry {}: does not link to the previous entry's hash", e.seq));
-        }
-        let digest = e.digest();
-        if hex(&digest) != e.hash {
-            self.problem(e.seq, format!("entry {}: its content does not match its hash (edited)", e.seq));
-        }
-        self.choose_key(e);
-        if let Some(k) = &self.key {
-            let sig = base64::engine::general_purpose::STANDARD.decode(&e.sig).unwrap_or_default();
-            let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, k);
-            if key.verify(&digest, &sig).is_ok() {
-                self.report.signatures += 1;
-            } else {
-                self.problem(e.seq, format!("entry {}: its signature does not verify", e.seq));
-            }
-        }
-        self.prev.clone_from(&e.hash);
-        self.expect = e.seq + 1;
-    }
-
-    pub fn finish(mut self) -> ChainReport {
-        if self.key.is_none() && self.report.entries > 0 {
-            self.report.key_source = "no audit public key is known: signatures were not checked".to_owned();
-        }
-        std::mem::take(&mut self.report)
-    }
-}
-
 /// Reads the whole chain page by page and checks every entry.
 pub(crate) async fn verify_chain(src: &impl ChainSource) -> Result<ChainReport, UiError> {
     let mut after = 0;
     let mut check: Option<ChainCheck> = None;
     loop {
         let p = src.page(after, PAGE).await?;
-        let c = check.get_or_insert_with(|| ChainCheck::new(p.public_key.clone()));
+        let c = check.get_or_insert_with(|| ChainCheck::new(ChainKey::Recorded(p.public_key.clone())));
         for e in &p.items {
             c.push(e);
         }
@@ -400,7 +231,7 @@ pub(crate) async fn verify_chain(src: &impl ChainSource) -> Result<ChainReport, 
             _ => break,
         }
     }
-    Ok(check.unwrap_or_else(|| ChainCheck::new(None)).finish())
+    Ok(check.unwrap_or_else(|| ChainCheck::new(ChainKey::Recorded(None))).finish())
 }
 
 /// Compact JSON of an entry's detail (shortened).
@@ -647,7 +478,7 @@ mod tests {
     #[test]
     fn digest_matches_the_admin() {
         for e in fixture().items {
-            assert_eq!(hex(&e.digest()), e.hash, "entry {}", e.seq);
+            assert_eq!(artstore_shared::audit_chain::hex(&e.digest()), e.hash, "entry {}", e.seq);
         }
     }
 
