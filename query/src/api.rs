@@ -1,5 +1,6 @@
 //! The query role's HTTP API: search, suggestions, similar documents, the index's status
-//! and rebuild, and reads of files, content and versions through to their element.
+//! and rebuild, and reads of files, content, versions and audit trails through to their
+//! element.
 
 use crate::feed::CachedSidecar;
 use crate::search::{self, DEFAULT_LIMIT, FACETS, MAX_LIMIT, RETENTION_FILTERS, SearchError, SearchRequest, Sort};
@@ -41,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/files/{id}/content"),
     ("head", "/api/v1/files/{id}/content"),
     ("get", "/api/v1/files/{id}/similar"),
+    ("get", "/api/v1/files/{id}/audit"),
     ("get", "/api/v1/documents/{document_id}/versions"),
     ("get", "/api/v1/index"),
     ("post", "/api/v1/index/rebuild"),
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/files/{id}", get(get_file))
         .route("/api/v1/files/{id}/content", get(get_content))
         .route("/api/v1/files/{id}/similar", get(similar))
+        .route("/api/v1/files/{id}/audit", get(audit))
         .route("/api/v1/documents/{document_id}/versions", get(versions))
         .route("/api/v1/index", get(index_status))
         .route("/api/v1/index/rebuild", post(rebuild))
@@ -451,6 +454,26 @@ async fn get_content(
     let el = locate(&s.svc, id, &headers).await?;
     let m = if method == Method::HEAD { Method::HEAD } else { Method::GET };
     let resp = pass_through(&s.svc, &el, m, &format!("/api/v1/files/{id}/content"), &headers).await?;
+    Ok(stream_back(&el, resp))
+}
+
+/// `GET /api/v1/files/{id}/audit`: the file's audit trail, from the element that holds it
+/// (`limit` passes through).
+async fn audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    caller.require(Permission::ReadAudit)?;
+    let id: Uuid = id.parse().map_err(|_| bad(format!("{id:?} is not a file id")))?;
+    let el = locate(&s.svc, id, &headers).await?;
+    let path = match q.filter(|q| !q.is_empty()) {
+        Some(q) => format!("/api/v1/files/{id}/audit?{q}"),
+        None => format!("/api/v1/files/{id}/audit"),
+    };
+    let resp = pass_through(&s.svc, &el, Method::GET, &path, &headers).await?;
     Ok(stream_back(&el, resp))
 }
 

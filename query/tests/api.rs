@@ -1,6 +1,7 @@
 //! The query role's HTTP API in process (router + oneshot): the OpenAPI document matches the
 //! routes; tokens and roles are enforced; search answers in the documented shape; bad input
-//! is a problem+json with the position of a syntax error; tombstones only for auditors.
+//! is a problem+json with the position of a syntax error; tombstones only for auditors; a
+//! file's audit trail is read from its element, for the roles that may read the audit.
 
 use artstore_query::api::{OPENAPI, ROUTES};
 use artstore_query::config::QueryConfig;
@@ -64,6 +65,11 @@ fn sidecar(id: uuid::Uuid, name: &str, state: &str, revision: u64) -> Value {
 }
 
 async fn setup() -> Setup {
+    setup_with(Vec::new()).await
+}
+
+/// The query role over a two-document index and the given elements (id, base URL).
+async fn setup_with(elements: Vec<(String, String)>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let signer = LocalSigner::load_or_create(&dir.path().join("keys")).unwrap();
     // Two documents in the index before the service starts: one live, one deleted.
@@ -97,7 +103,7 @@ async fn setup() -> Setup {
         Arc::new(artstore_shared::SystemClock),
     ));
     verifier.load().await.unwrap();
-    let discovery: Arc<dyn Discovery> = Arc::new(StaticDiscovery::start(Vec::new(), ProbeConfig::default()));
+    let discovery: Arc<dyn Discovery> = Arc::new(StaticDiscovery::start(elements, ProbeConfig::default()));
     let cfg = QueryConfig { index: Some(root), ..Default::default() };
     let deps = QueryDeps {
         verifier,
@@ -232,4 +238,60 @@ async fn index_status_suggest_similar_and_rebuild_permissions() {
     let (st, _, _) =
         s.call("GET", &format!("/api/v1/files/{}/similar", uuid::Uuid::now_v7()), Some(&reader), None).await;
     assert_eq!(st, 404);
+}
+
+/// A fake element that holds one file and answers its audit trail with what it was asked.
+async fn fake_element(held: uuid::Uuid) -> String {
+    use axum::extract::{Path, RawQuery};
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/files/{id}",
+            axum::routing::get(move |Path(id): Path<uuid::Uuid>| async move {
+                if id == held { StatusCode::OK } else { StatusCode::NOT_FOUND }
+            }),
+        )
+        .route(
+            "/api/v1/files/{id}/audit",
+            axum::routing::get(|Path(id): Path<uuid::Uuid>, RawQuery(q): RawQuery, h: HeaderMap| async move {
+                let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                axum::Json(json!({"file_id": id, "entries": [], "query": q, "authorization": auth}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_files_audit_trail_is_read_from_its_element() {
+    let held = uuid::Uuid::now_v7();
+    let url = fake_element(held).await;
+    let s = setup_with(vec![("se-9".to_owned(), url)]).await;
+    let auditor = s.token(&["auditor"]);
+    let (st, _, v) = s.call("GET", &format!("/api/v1/files/{held}/audit?limit=7"), Some(&auditor), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["file_id"], held.to_string());
+    assert_eq!(v["query"], "limit=7");
+    assert_eq!(v["authorization"], format!("Bearer {auditor}"), "the caller's token is passed on");
+    let (st, _, _) =
+        s.call("GET", &format!("/api/v1/files/{}/audit", uuid::Uuid::now_v7()), Some(&auditor), None).await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test]
+async fn a_files_audit_trail_needs_the_audit_permission() {
+    let s = setup().await;
+    let uri = format!("/api/v1/files/{}/audit?limit=5", uuid::Uuid::now_v7());
+    for roles in [&["reader"][..], &["writer"][..]] {
+        let (st, ct, _) = s.call("GET", &uri, Some(&s.token(roles)), None).await;
+        assert_eq!((st, ct.as_str()), (403, "application/problem+json"), "{roles:?}");
+    }
+    // No element holds the file (none is registered here): 404, as for its sidecar.
+    let auditor = s.token(&["auditor"]);
+    let (st, ct, v) = s.call("GET", &uri, Some(&auditor), None).await;
+    assert_eq!((st, ct.as_str()), (404, "application/problem+json"), "{v}");
+    let (st, _, _) = s.call("GET", "/api/v1/files/not-a-uuid/audit", Some(&auditor), None).await;
+    assert_eq!(st, 400);
 }

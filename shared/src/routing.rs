@@ -21,7 +21,7 @@ pub enum Target {
     Admin,
     /// Uploads and every write on an existing document.
     Ingester,
-    /// Search and every read of files, content and versions.
+    /// Search and every read of files, content, versions and a file's audit trail.
     Query,
     /// The web UI: everything else.
     Ui,
@@ -131,6 +131,7 @@ pub const TABLE: &[Rule] = &[
     rule(Read, FileSub(""), Query),
     rule(Any, FileSub("/content"), Query),
     rule(Any, FileSub("/similar"), Query),
+    rule(Any, FileSub("/audit"), Query),
     rule(Any, Tree("/api/v1/documents"), Query),
     rule(Any, Tree("/api/v1/search"), Query),
     rule(Any, Tree("/api/v1/index"), Query),
@@ -235,6 +236,7 @@ mod tests {
             (&g, "/api/v1/files/f1", Some(Query)),
             (&Method::HEAD, "/api/v1/files/f1/content", Some(Query)),
             (&g, "/api/v1/files/f1/similar", Some(Query)),
+            (&g, "/api/v1/files/f1/audit", Some(Query)),
             (&g, "/api/v1/documents/d1/versions", Some(Query)),
             (&g, "/api/v1/search", Some(Query)),
             (&g, "/api/v1/search/suggest", Some(Query)),

@@ -60,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/files/{id}/legal-hold"),
     ("put", "/api/v1/files/{id}/retention"),
     ("post", "/api/v1/files/{id}/restore"),
+    ("get", "/api/v1/files/{id}/audit"),
     ("get", "/api/v1/documents/{document_id}/versions"),
     ("get", "/api/v1/element"),
     ("post", "/api/v1/element/mode"),
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/files/{id}/legal-hold", put(put_legal_hold))
         .route("/api/v1/files/{id}/retention", put(put_retention))
         .route("/api/v1/files/{id}/restore", post(post_restore))
+        .route("/api/v1/files/{id}/audit", get(get_audit))
         .route("/api/v1/documents/{document_id}/versions", get(get_versions))
         .route("/api/v1/element", get(get_element))
         .route("/api/v1/element/mode", post(post_mode))
@@ -464,6 +466,27 @@ async fn post_restore(
         RestoreOutcome::Readable => StatusCode::OK,
     };
     Ok((status, Json(sc)).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditParams {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/files/{id}/audit`: the file's lines of the audit journal, newest first.
+async fn get_audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Permission::ReadAudit)?;
+    let id = parse_id(&id, "file id")?;
+    let limit = query(q)?.limit.unwrap_or(200);
+    if limit == 0 || limit > 1000 {
+        return Err(bad("limit must be between 1 and 1000"));
+    }
+    Ok(Json(s.store.audit_trail(id, limit).await?).into_response())
 }
 
 async fn get_versions(State(s): State<AppState>, caller: Caller, Path(doc): Path<String>) -> ApiResult {

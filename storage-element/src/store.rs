@@ -795,6 +795,14 @@ impl Store {
         }
     }
 
+    /// The audit journal's lines about a file, newest first (at most `limit`); searched off
+    /// the runtime. A file without a sidecar is not found, whatever the journal says.
+    pub async fn audit_trail(&self, id: Uuid, limit: usize) -> Result<crate::audit::FileTrail, StoreError> {
+        self.get(id).await?;
+        let dir = self.layout.audit();
+        blocking(move || crate::audit::file_trail(&dir, id, limit)).await?.map_err(StoreError::from)
+    }
+
     /// The path of readable content, or why there is none.
     pub async fn open_content(&self, id: Uuid) -> Result<(Sidecar, PathBuf), StoreError> {
         let (rel, sc, _) = self.read_sidecar(id).await?;

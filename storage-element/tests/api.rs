@@ -702,6 +702,80 @@ async fn audit_chain_covers_every_change_and_catches_hand_edits() {
     assert!(report.problems[0].contains("changed outside ArtStore"));
 }
 
+#[tokio::test]
+async fn a_files_audit_trail_lists_its_changes_newest_first() {
+    let h = Harness::new().await;
+    let as_user = |sub: &str, roles: &[&str]| {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        h.signer.issue(sub, &roles, std::time::Duration::from_secs(3600), chrono::Utc::now()).unwrap()
+    };
+    let sc = h.upload("a.txt", b"a", &[]).await;
+    let id = sc["file_id"].as_str().unwrap().to_owned();
+    // Another file's lines stay out of the trail.
+    let other = h.upload("b.txt", b"b", &[]).await;
+    h.store.settle().await;
+    let (ann, root) = (as_user("ann", &["writer"]), as_user("root", &["admin"]));
+    let file = format!("/api/v1/files/{id}");
+    let steps = [
+        (Method::PATCH, file.clone(), &ann, json!({"description": "minutes"})),
+        (Method::PUT, format!("{file}/legal-hold"), &ann, json!({"enabled": true, "reason": "case 2026-17"})),
+        (Method::PUT, format!("{file}/legal-hold"), &root, json!({"enabled": false, "reason": "case closed"})),
+    ];
+    for (m, uri, token, body) in steps {
+        let r = h.call(m, &uri, Some(token), Some(body)).await;
+        assert_eq!(r.status, 200, "{uri}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let other_id = other["file_id"].as_str().unwrap();
+    let hold = json!({"enabled": true, "reason": format!("same case as {id}")});
+    let r = h.call(Method::PUT, &format!("/api/v1/files/{other_id}/legal-hold"), Some(&root), Some(hold)).await;
+    assert_eq!(r.status, 200);
+
+    let auditor = as_user("audrey", &["auditor"]);
+    let r = h.call(Method::GET, &format!("{file}/audit"), Some(&auditor), None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let t = r.json();
+    assert_eq!(t["file_id"], id.as_str());
+    let entries = t["entries"].as_array().unwrap();
+    let col = |k: &str| entries.iter().map(|e| e[k].clone()).collect::<Vec<_>>();
+    assert_eq!(col("action"), ["legal_hold_lifted", "legal_hold_set", "update", "create"]);
+    assert_eq!(col("actor"), ["root", "ann", "ann", "tester"]);
+    assert_eq!(col("revision"), [4, 3, 2, 1]);
+    assert_eq!(entries[1]["detail"]["reason"], "case 2026-17");
+    assert_eq!(entries[0]["detail"]["reason"], "case closed");
+    assert_eq!(entries[0]["detail"]["was_reason"], "case 2026-17");
+    assert_eq!(entries[2]["detail"]["changed"], json!(["description"]));
+    for e in entries {
+        assert!(e["seq"].is_u64() && e["at"].is_string() && e["hash"].as_str().unwrap().len() == 64, "{e}");
+    }
+    assert_eq!(t["complete"], true);
+    let journal_len = std::fs::metadata(h.root().join("audit/journal.jsonl")).unwrap().len();
+    assert_eq!(t["scanned_bytes"], journal_len);
+
+    // A limit keeps the newest and says the list is cut.
+    let t = h.call(Method::GET, &format!("{file}/audit?limit=2"), Some(&auditor), None).await.json();
+    assert_eq!(t["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(t["entries"][0]["action"], "legal_hold_lifted");
+    assert_eq!(t["complete"], false);
+
+    // Operators and admins read it too; readers and writers do not.
+    assert_eq!(h.call(Method::GET, &format!("{file}/audit"), Some(&h.token(&["operator"])), None).await.status, 200);
+    for roles in [&["reader"][..], &["writer"][..]] {
+        let r = h.call(Method::GET, &format!("{file}/audit"), Some(&h.token(roles)), None).await;
+        assert_eq!(r.status, 403, "{roles:?}");
+        assert_eq!(r.problem(), "forbidden");
+    }
+    for (uri, status) in [
+        (format!("{file}/audit?limit=0"), 400),
+        (format!("{file}/audit?limit=1001"), 400),
+        (format!("{file}/audit?limit=many"), 400),
+        ("/api/v1/files/not-a-uuid/audit".to_owned(), 400),
+        (format!("/api/v1/files/{}/audit", uuid::Uuid::now_v7()), 404),
+    ] {
+        let r = h.call(Method::GET, &uri, Some(&auditor), None).await;
+        assert_eq!(r.status, status, "{uri}: {}", String::from_utf8_lossy(&r.body));
+    }
+}
+
 trait ClockNow {
     fn clock_now(&self) -> chrono::DateTime<chrono::Utc>;
 }

@@ -37,9 +37,6 @@ pub fn routes() -> Router<UiState> {
 
 /// How much of a text document the page shows.
 pub const TEXT_PREVIEW_BYTES: usize = 64 * 1024;
-/// Pages of the admin audit chain read to find a document's entries (1000 entries each,
-/// the newest).
-const AUDIT_PAGES: usize = 20;
 
 /// How a document's content can be shown on its page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,19 +234,23 @@ async fn fetch_text(state: &UiState, token: &str, id: Uuid) -> Result<(String, b
     Ok((decode_prefix(&buf), more))
 }
 
+/// A file's audit trail as `GET /api/v1/files/{id}/audit` answers it.
 #[derive(Debug, Deserialize)]
-struct AuditPage {
+struct Trail {
     #[serde(default)]
-    items: Vec<AuditItem>,
-    #[serde(default)]
-    next_after: Option<u64>,
-    #[serde(default)]
-    last_seq: u64,
+    entries: Vec<TrailEntry>,
+    /// False when the API's limit cut the list (older changes exist).
+    #[serde(default = "yes")]
+    complete: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// One change of the file, a line of its element's audit journal.
 #[derive(Debug, Deserialize)]
-struct AuditItem {
-    seq: u64,
+struct TrailEntry {
     #[serde(default)]
     at: String,
     #[serde(default)]
@@ -257,38 +258,62 @@ struct AuditItem {
     #[serde(default)]
     action: String,
     #[serde(default)]
-    target: String,
+    revision: Option<u64>,
     #[serde(default)]
     detail: Value,
 }
 
-/// The entries of the admin audit chain about this document (its file or document id as
-/// target, or named in the detail).
-async fn fetch_audit(state: &UiState, token: &str, sc: &Sidecar) -> Result<Vec<AuditItem>, UiError> {
-    let ids = [sc.file_id.to_string(), sc.document_id.to_string()];
-    let about = |e: &AuditItem| {
-        ids.iter().any(|id| e.target.contains(id.as_str())) || {
-            let d = e.detail.to_string();
-            ids.iter().any(|id| d.contains(id.as_str()))
+/// The newest changes of the file (the API's default limit), newest first.
+async fn fetch_trail(state: &UiState, token: &str, id: Uuid) -> Result<Trail, UiError> {
+    state.api.get(token, &format!("/api/v1/files/{id}/audit")).await
+}
+
+/// A JSON value as short text: `key: value` pairs, strings unquoted, nulls left out.
+fn compact(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(compact).collect::<Vec<_>>().join(", "),
+        Value::Object(o) => o
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                Value::Object(_) => format!("{k}: ({})", compact(v)),
+                _ => format!("{k}: {}", compact(v)),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// What a change did, in a few words: the reason of a legal hold, the term of a retention
+/// extension, the other details as `key: value`.
+pub fn change_detail(action: &str, detail: &Value) -> String {
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_owned);
+    let term = |v: &Value| {
+        let mode = text(v, "mode").unwrap_or_else(|| "none".to_owned());
+        match text(v, "retain_until") {
+            Some(u) => format!("{mode} until {}", layout::time(&u)),
+            None => mode,
         }
     };
-    let mut out = Vec::new();
-    let mut after = 0;
-    for i in 0..AUDIT_PAGES {
-        let page: AuditPage = state.api.get(token, &format!("/api/v1/audit?after={after}&limit=1000")).await?;
-        // A long chain is read from its newest AUDIT_PAGES thousand entries.
-        let window = (AUDIT_PAGES as u64 - 1) * 1000;
-        if i == 0 && page.last_seq > window + 1000 {
-            after = page.last_seq - window;
-            continue;
+    match action {
+        "legal_hold_set" | "legal_hold_lifted" => {
+            let mut out = match text(detail, "reason") {
+                Some(r) => format!("reason: {r}"),
+                None => "no reason given".to_owned(),
+            };
+            if action == "legal_hold_lifted"
+                && let Some(was) = text(detail, "was_reason")
+            {
+                out.push_str(&format!(" (held for: {was})"));
+            }
+            out
         }
-        out.extend(page.items.into_iter().filter(about));
-        match page.next_after {
-            Some(n) if n > after => after = n,
-            _ => break,
-        }
+        "retention_extended" => format!("{} (was {})", term(&detail["after"]), term(&detail["before"])),
+        _ => compact(detail),
     }
-    Ok(out)
 }
 
 /// What the edit form shows after a refused submission: the user's text and the reason.
@@ -329,7 +354,8 @@ async fn render(state: &UiState, s: &Session, id: &str, draft: Option<Draft>) ->
     let text = async {
         if can_read && kind == PreviewKind::Text { Some(fetch_text(state, &token, sc.file_id).await) } else { None }
     };
-    let audit = async { if s.can(Permission::ReadAudit) { Some(fetch_audit(state, &token, &sc).await) } else { None } };
+    let audit =
+        async { if s.can(Permission::ReadAudit) { Some(fetch_trail(state, &token, sc.file_id).await) } else { None } };
     let (versions, text, audit) = tokio::join!(fetch_versions(state, &token, sc.document_id), text, audit);
     let status = if draft.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     let body = html! {
@@ -698,7 +724,7 @@ fn archive_section(s: &Session, sc: &Sidecar) -> Markup {
     }
 }
 
-fn audit_section(sc: &Sidecar, element: Option<&str>, audit: Option<Result<Vec<AuditItem>, UiError>>) -> Markup {
+fn audit_section(sc: &Sidecar, element: Option<&str>, trail: Option<Result<Trail, UiError>>) -> Markup {
     let element = element.unwrap_or("that holds it");
     html! {
         section #audit aria-labelledby="audit-heading" {
@@ -707,37 +733,34 @@ fn audit_section(sc: &Sidecar, element: Option<&str>, audit: Option<Result<Vec<A
                 "Created " (when(&sc.created_at)) " by " (sc.created_by)
                 "; last changed " (when(&sc.updated_at)) " by " (sc.updated_by) " (revision " (sc.revision) ")."
             }
-            @match audit {
-                None => p.muted {
-                    "The admin audit chain is shown to the auditor, operator and admin roles. "
-                    "This document's own history is in the audit journal of element " (element) "."
-                },
+            @match trail {
+                None => p.muted { "Your roles do not include reading the audit trail." },
                 Some(Err(e)) => (session::error_box(&e)),
-                Some(Ok(items)) if items.is_empty() => p.muted {
-                    "The admin audit chain has no entries about this document. Its own history "
-                    "(ingest, metadata changes, legal holds, retention, restores) is in the audit journal of element "
-                    (element) ", which the public API does not serve."
+                Some(Ok(t)) if t.entries.is_empty() => p.muted {
+                    "The audit journal of element " (element) " has no entries for this document."
                 },
-                Some(Ok(items)) => {
+                Some(Ok(t)) => {
                     div.table-wrap {
-                        table {
-                            caption.vh { "Admin audit chain entries about this document" }
-                            thead { tr { th { "#" } th { "When" } th { "Who" } th { "Action" } th { "Target" } th { "Detail" } } }
+                        table #audit-trail {
+                            caption.vh { "Every change of this document, newest first" }
+                            thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Revision" } th { "Detail" } } }
                             tbody {
-                                @for e in &items {
+                                @for e in &t.entries {
                                     tr {
-                                        td { (e.seq) }
-                                        td { (layout::time(&e.at)) }
+                                        td { time datetime=(e.at) { (layout::time(&e.at)) } }
                                         td { (e.actor) }
-                                        td { (e.action) }
-                                        td.mono { (e.target) }
-                                        td.mono { @if !e.detail.is_null() { (e.detail.to_string()) } }
+                                        td { (e.action.replace('_', " ")) }
+                                        td { @if let Some(r) = e.revision { (r) } }
+                                        td { (change_detail(&e.action, &e.detail)) }
                                     }
                                 }
                             }
                         }
                     }
-                    p.muted { "The document's own history is in the audit journal of element " (element) "." }
+                    p.muted {
+                        @if !t.complete { "The newest " (t.entries.len()) " changes are shown. " }
+                        "From the hash-chained audit journal of element " (element) "."
+                    }
                 }
             }
         }
@@ -1034,6 +1057,94 @@ mod tests {
         assert!(parse_metadata("[1]").unwrap_err().contains("JSON object"));
         let e = parse_metadata("{\"k\": }").unwrap_err();
         assert!(e.starts_with("Metadata is not valid JSON") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_change_reads_in_a_few_words() {
+        let hold = json!({"was": false, "now": true, "reason": "case 2026-17", "was_reason": null});
+        assert_eq!(change_detail("legal_hold_set", &hold), "reason: case 2026-17");
+        let lift = json!({"was": true, "now": false, "reason": null, "was_reason": "case 2026-17"});
+        assert_eq!(change_detail("legal_hold_lifted", &lift), "no reason given (held for: case 2026-17)");
+        let ext = json!({"before": {"mode": "governance", "retain_until": null},
+                         "after": {"mode": "compliance", "retain_until": "2031-05-06T00:00:00Z"}});
+        assert_eq!(change_detail("retention_extended", &ext), "compliance until 2031-05-06 00:00 UTC (was governance)");
+        assert_eq!(change_detail("update", &json!({"changed": ["description", "tags"]})), "changed: description, tags");
+        assert_eq!(change_detail("archive", &Value::Null), "");
+    }
+
+    fn sidecar(id: Uuid) -> Value {
+        json!({
+            "schema": "artstore/sidecar/v1", "file_id": id, "document_id": id, "version": 1, "revision": 3,
+            "state": "active", "original_name": "minutes.txt", "stored_name": format!("minutes_{id}"),
+            "content_type": "application/octet-stream", "size": 5,
+            "sha256": "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7",
+            "created_at": "2026-01-02T03:04:05Z", "created_by": "tester", "updated_at": "2026-01-03T03:04:05Z",
+            "updated_by": "ann", "tags": [], "metadata": {},
+            "retention": {"mode": "none", "legal_hold": true, "legal_hold_reason": "case 2026-17", "disposition": "dispose"},
+            "content": {"location": "hot"}
+        })
+    }
+
+    /// A fake API holding one document whose audit trail answers `trail`.
+    async fn api_with_trail(id: Uuid, trail: Result<Value, u16>, roles: &'static str) -> String {
+        use axum::response::IntoResponse as _;
+        let sc = sidecar(id);
+        let sc2 = sc.clone();
+        let api = Router::new()
+            .route("/api/v1/files/{id}", get(move || async move { axum::Json(sc) }))
+            .route("/api/v1/documents/{id}/versions", get(move || async move { axum::Json(json!({"versions": [sc2]})) }))
+            .route(
+                "/api/v1/files/{id}/audit",
+                get(move || async move {
+                    match trail {
+                        Ok(v) => axum::Json(v).into_response(),
+                        Err(status) => {
+                            let p = json!({"title": "Forbidden", "detail": "this needs the auditor, operator or admin role"});
+                            (StatusCode::from_u16(status).unwrap(), axum::Json(p)).into_response()
+                        }
+                    }
+                }),
+            );
+        crate::pages::testkit::fake_api(api, roles).await
+    }
+
+    #[tokio::test]
+    async fn the_audit_trail_lists_every_change_for_those_who_may_read_it() {
+        use crate::pages::testkit::Client;
+        let id = Uuid::now_v7();
+        let trail = json!({"file_id": id, "complete": false, "scanned_bytes": 900, "entries": [
+            {"seq": 3, "at": "2026-01-03T03:04:05Z", "actor": "ann", "action": "legal_hold_set", "file_id": id,
+             "revision": 3, "detail": {"was": false, "now": true, "reason": "case <2026-17>"}},
+            {"seq": 2, "at": "2026-01-02T04:00:00Z", "actor": "ann", "action": "update", "file_id": id,
+             "revision": 2, "detail": {"changed": ["description"]}},
+            {"seq": 1, "at": "2026-01-02T03:04:05Z", "actor": "tester", "action": "create", "file_id": id,
+             "revision": 1, "detail": {"version": 1, "size": 5}},
+        ]});
+        let mut c = Client::signed_in(&api_with_trail(id, Ok(trail), "auditor").await).await;
+        let page = c.get(&format!("/documents/{id}")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let table = &page.body[page.body.find("id=\"audit-trail\"").expect("a trail table")..];
+        let (hold, update, create) = (
+            table.find("legal hold set").unwrap(),
+            table.find("changed: description").unwrap(),
+            table.find("version: 1, size: 5").unwrap(),
+        );
+        assert!(hold < update && update < create, "newest first");
+        assert!(table.contains("reason: case &lt;2026-17&gt;"), "the reason, escaped");
+        assert!(table.contains("2026-01-03 03:04 UTC") && table.contains("<td>ann</td>"));
+        assert!(page.body.contains("The newest 3 changes are shown."));
+
+        // Without the permission the page says so and does not ask.
+        let mut c = Client::signed_in(&api_with_trail(id, Err(500), "reader").await).await;
+        let page = c.get(&format!("/documents/{id}")).await;
+        assert!(page.body.contains("Your roles do not include reading the audit trail."), "{}", page.body);
+        assert!(!page.body.contains("audit-trail"));
+
+        // A refusal by the API is shown as its problem.
+        let mut c = Client::signed_in(&api_with_trail(id, Err(403), "operator").await).await;
+        let page = c.get(&format!("/documents/{id}")).await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("Forbidden: this needs the auditor, operator or admin role"), "{}", page.body);
     }
 
     #[test]
