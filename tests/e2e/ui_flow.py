@@ -135,7 +135,6 @@ def run(f, page, a, paths, console_errors):
         step("log in as admin")
         f.login("admin", a.password)
         expect(page.locator("main h1")).to_have_text("Dashboard")
-        f.shot("dashboard")
 
         step("create a retention policy")
         f.go("/policies")
@@ -236,6 +235,11 @@ def run(f, page, a, paths, console_errors):
         page.click("button:has-text('Rotate now')")
         f.flash_ok("new signing key")
         f.shot("keys")
+
+        step("the dashboard after a day's work")
+        f.go("/")
+        expect(page.locator("main")).to_contain_text("standalone")
+        f.shot("dashboard")
 
         step("create a reader user")
         f.go("/users")
