@@ -200,6 +200,7 @@ def run(f, page, a, paths, console_errors):
         f.shot("documents")
         page.locator(".hit a", has_text="ledger.pdf").first.click()
         expect(page.locator("main h1")).to_contain_text("ledger.pdf")
+        doc_path = page.url[len(a.base):]
 
         step("set and lift a legal hold, extend retention")
         page.fill("textarea[name=reason], input[name=reason]", "litigation 2026-17")
@@ -240,6 +241,29 @@ def run(f, page, a, paths, console_errors):
         f.go("/")
         expect(page.locator("main")).to_contain_text("standalone")
         f.shot("dashboard")
+
+        step("every page: each field has a label, and a narrow screen needs no sideways scrolling")
+        pages = ["/", f"/documents?q={PDF_WORD}", doc_path, "/upload", "/elements", "/users", "/policies", "/audit", "/keys"]
+        for path in pages:
+            f.go(path)
+            unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+                .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+                .map(e => e.outerHTML.slice(0, 120))""")
+            assert not unlabelled, f"{path}: fields without a label: {unlabelled}"
+            buttons = page.evaluate("""() => [...document.querySelectorAll('button')]
+                .filter(b => !b.textContent.trim() && !b.getAttribute('aria-label')).map(b => b.outerHTML.slice(0, 160))""")
+            assert not buttons, f"{path}: buttons without text: {buttons}"
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path in pages:
+            f.go(path)
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            wide = page.evaluate("""() => [...document.querySelectorAll('main *')]
+                .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+                .slice(0, 5).map(e => e.outerHTML.slice(0, 100))""")
+            assert overflow <= 1, f"{path} is {overflow}px wider than a 390px screen: {wide}"
+        f.go(f"/documents?q={PDF_WORD}")
+        f.shot("narrow-documents")
+        page.set_viewport_size({"width": 1280, "height": 900})
 
         step("create a reader user")
         f.go("/users")
