@@ -102,6 +102,7 @@ struct RawSearch {
     to: Option<String>,
     state: Option<String>,
     retention: Option<String>,
+    retention_policy: Option<String>,
     document_id: Option<String>,
     /// A comma list (query string) or an array (JSON).
     #[serde(default)]
@@ -177,6 +178,7 @@ fn check(raw: RawSearch, caller: &Caller) -> ApiResult<SearchRequest> {
         to: nonempty(raw.to).map(|d| date(&d, "to")).transpose()?,
         state,
         retention,
+        retention_policy: nonempty(raw.retention_policy),
         document_id,
         facets,
         tombstones: may_see_tombstones,
@@ -201,6 +203,7 @@ fn from_query_string(qs: Option<&str>) -> ApiResult<RawSearch> {
             "to" => r.to = Some(v),
             "state" => r.state = Some(v),
             "retention" => r.retention = Some(v),
+            "retention_policy" => r.retention_policy = Some(v),
             "document_id" => r.document_id = Some(v),
             "facets" => r.facets.push(v),
             other => return Err(bad(format!("unknown search parameter {other:?}"))),

@@ -186,6 +186,9 @@ pub fn to_document(
     doc.add_text(f.sha256, &s.sha256);
     doc.add_text(f.state, s.state.as_str());
     doc.add_text(f.retention_mode, retention_mode(s));
+    if let Some(policy) = s.retention.policy.as_deref().filter(|p| !p.is_empty()) {
+        doc.add_text(f.retention_policy, policy);
+    }
     if let Some(until) = s.retention.retain_until {
         doc.add_date(f.retain_until, tdate(until));
     }

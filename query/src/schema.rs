@@ -10,7 +10,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer};
 
 /// Bumped whenever a field, an analyzer or what goes into a field changes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The analyzer of names, descriptions, tags, metadata values and content in English,
 /// Russian or an undetected language: lower case, then English and Russian stemming (each
@@ -52,6 +52,8 @@ pub struct Fields {
     pub sha256: Field,
     pub state: Field,
     pub retention_mode: Field,
+    /// The admin retention policy the document's dates were resolved from (absent when none).
+    pub retention_policy: Field,
     pub retain_until: Field,
     pub legal_hold: Field,
     pub disposition: Field,
@@ -104,6 +106,7 @@ pub fn build() -> (Schema, Fields) {
         sha256: b.add_text_field("sha256", STRING | STORED),
         state: b.add_text_field("state", STRING | STORED | FAST),
         retention_mode: b.add_text_field("retention_mode", STRING | FAST),
+        retention_policy: b.add_text_field("retention_policy", STRING | FAST),
         retain_until: b.add_date_field("retain_until", date),
         legal_hold: b.add_u64_field("legal_hold", INDEXED | FAST),
         disposition: b.add_text_field("disposition", STRING | FAST),

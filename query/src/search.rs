@@ -52,7 +52,7 @@ impl Sort {
 }
 
 /// The facets that can be counted.
-pub const FACETS: &[&str] = &["content_type", "tags", "year", "element", "retention", "state"];
+pub const FACETS: &[&str] = &["content_type", "tags", "year", "element", "retention", "retention_policy", "state"];
 
 /// The retention filters.
 pub const RETENTION_FILTERS: &[&str] = &["under-retention", "on-hold", "review-due", "disposed"];
@@ -71,6 +71,8 @@ pub struct SearchRequest {
     pub to: Option<NaiveDate>,
     pub state: Option<String>,
     pub retention: Option<String>,
+    /// Only documents whose dates were resolved from this admin policy (exact name).
+    pub retention_policy: Option<String>,
     pub document_id: Option<String>,
     pub facets: Vec<String>,
     /// Deleted and disposed documents may be shown (an explicit filter by an auditor).
@@ -443,6 +445,9 @@ fn filters(f: &Fields, r: &SearchRequest, now: DateTime<Utc>) -> Result<Vec<(Occ
     if let Some(d) = &r.document_id {
         v.push((Occur::Must, term_q(f.document_id, &d.to_lowercase())));
     }
+    if let Some(p) = &r.retention_policy {
+        v.push((Occur::Must, term_q(f.retention_policy, p)));
+    }
     if let Some(ret) = &r.retention {
         v.push((Occur::Must, retention_q(f, ret, now)?));
     }
@@ -542,7 +547,13 @@ fn facet_field(name: &str) -> &str {
 fn facet_collector(r: &SearchRequest) -> Result<Option<tantivy::aggregation::AggregationCollector>, SearchError> {
     let mut req = Map::new();
     for name in r.facets.iter().filter(|f| f.as_str() != "retention") {
-        let size = if name.as_str() == "year" { 200 } else { 50 };
+        // Policies are few, and the policies page reads a missing one as "no documents":
+        // count them all.
+        let size = match name.as_str() {
+            "year" => 200,
+            "retention_policy" => 1000,
+            _ => 50,
+        };
         req.insert(name.clone(), json!({"terms": {"field": facet_field(name), "size": size}}));
     }
     if req.is_empty() {

@@ -46,6 +46,24 @@ fn the_document_names_every_route_and_errors_are_problems() {
     assert_eq!(documented, routes);
 }
 
+#[test]
+fn the_document_names_every_search_parameter_and_facet() {
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let params = doc["paths"]["/api/v1/search"]["get"]["parameters"].as_array().unwrap();
+    let body = doc["components"]["schemas"]["SearchBody"]["properties"].as_object().unwrap();
+    for p in params {
+        let name = p["name"].as_str().unwrap();
+        assert!(body.contains_key(name), "SearchBody lacks {name}");
+    }
+    for name in ["retention_policy", "facets"] {
+        assert!(params.iter().any(|p| p["name"] == name), "GET search lacks {name}");
+    }
+    let facets = params.iter().find(|p| p["name"] == "facets").unwrap()["description"].as_str().unwrap();
+    for f in artstore_query::search::FACETS {
+        assert!(facets.contains(f), "the facets parameter does not name {f}: {facets}");
+    }
+}
+
 struct Setup {
     router: axum::Router,
     signer: LocalSigner,
@@ -172,6 +190,16 @@ async fn search_needs_a_token_and_answers_in_the_documented_shape() {
         s.call("POST", "/api/v1/search", Some(&reader), Some(json!({"q": "contracts", "facets": ["state"]}))).await;
     assert_eq!(st, 200);
     assert_eq!(v2["total"], 1);
+    // The policy filter and facet, both ways: these documents name no policy.
+    let (st, _, v) =
+        s.call("GET", "/api/v1/search?retention_policy=tax&facets=retention_policy&limit=1", Some(&reader), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!((v["total"].clone(), v["facets"]["retention_policy"].clone()), (json!(0), json!([])));
+    let (st, _, v) = s.call("GET", "/api/v1/search?facets=retention_policy&limit=1", Some(&reader), None).await;
+    assert_eq!((st, v["total"].clone(), v["facets"]["retention_policy"].clone()), (200, json!(1), json!([])));
+    let body = json!({"retention_policy": "tax", "facets": "retention_policy"});
+    let (st, _, v) = s.call("POST", "/api/v1/search", Some(&reader), Some(body)).await;
+    assert_eq!((st, v["total"].clone()), (200, json!(0)), "{v}");
 }
 
 #[tokio::test]

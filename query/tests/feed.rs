@@ -329,6 +329,47 @@ async fn an_empty_index_fills_itself_and_a_killed_reindex_resumes() {
     q.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_of_the_previous_schema_is_refilled_with_the_new_fields() {
+    let fake = Fake::default();
+    let url = start_fake(fake.clone()).await;
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        fake.put(*id, &format!("p{i}.txt"), "lambda", 1, "active");
+    }
+    for id in &ids[..2] {
+        fake.0.lock().unwrap().get_mut(id).unwrap().0["retention"]["policy"] = json!("tax-records");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("idx");
+    // A complete index written by the previous release (one document, fill finished).
+    {
+        let (index, _) = layout::open_live(&root).unwrap();
+        let mut w = index.writer(20 << 20).unwrap();
+        let sc = fake.0.lock().unwrap()[&ids[0]].0.clone();
+        let doc = sources(&url).prepare(&index, sc, "se-1").await.unwrap().unwrap();
+        w.apply(&doc);
+        w.commit(Some(json!({"reindex": {"done": [], "cursors": {}, "complete": true}}).to_string())).unwrap();
+        w.close().unwrap();
+    }
+    let previous = artstore_query::schema::SCHEMA_VERSION - 1;
+    std::fs::write(
+        layout::live(&root).join(artstore_query::index::META_FILE),
+        format!(r#"{{"schema_version": {previous}, "created_at": "2020-01-01T00:00:00Z"}}"#),
+    )
+    .unwrap();
+    let q = start(&root, &url, Arc::new(InProcessBus::default()));
+    q.wait_docs(3).await;
+    assert_eq!(q.svc.status()["rebuild"]["kind"], "initial", "{}", q.svc.status());
+    let v = q
+        .svc
+        .search(SearchRequest { limit: 1, facets: vec!["retention_policy".into()], ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(v["facets"]["retention_policy"], json!([{"value": "tax-records", "count": 2}]));
+    q.shutdown().await;
+}
+
 /// The shared result cache in Redis (the one `scripts/services.sh` starts): a second query
 /// service on the same index answers a repeated search from Redis; a commit makes the entry
 /// unreachable.

@@ -20,6 +20,7 @@ struct Doc {
     metadata: Value,
     description: Option<&'static str>,
     legal_hold: bool,
+    policy: Option<&'static str>,
 }
 
 impl Doc {
@@ -36,6 +37,7 @@ impl Doc {
             metadata: json!({}),
             description: None,
             legal_hold: false,
+            policy: None,
         }
     }
 
@@ -48,7 +50,7 @@ impl Doc {
             "sha256": "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7",
             "created_at": self.created, "created_by": "alice", "updated_at": self.created, "updated_by": "alice",
             "description": self.description, "tags": self.tags, "metadata": self.metadata,
-            "retention": {"policy": null, "mode": "none", "retain_until": null, "legal_hold": self.legal_hold, "disposition": "dispose"},
+            "retention": {"policy": self.policy, "mode": "none", "retain_until": null, "legal_hold": self.legal_hold, "disposition": "dispose"},
             "content": {"location": "hot"}
         })
     }
@@ -236,6 +238,45 @@ fn filters_facets_sorting_and_paging() {
 }
 
 #[test]
+fn documents_are_counted_and_filtered_by_retention_policy() {
+    let mut docs = Vec::new();
+    for (i, policy) in [Some("tax-records"), Some("tax-records"), Some("HR"), None, Some("")].into_iter().enumerate() {
+        let mut d = Doc::new(["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"][i], "common words");
+        d.policy = policy;
+        docs.push(d);
+    }
+    let mut gone = Doc::new("gone.txt", "common words");
+    gone.policy = Some("tax-records");
+    gone.state = "deleted";
+    docs.push(gone);
+    let refs: Vec<&Doc> = docs.iter().collect();
+    let (_d, index) = index_with(&refs);
+    let mut r = req("");
+    r.facets = vec!["retention_policy".into()];
+    let v = run(&index, &r);
+    assert_eq!(v["total"], 5);
+    // Names are exact (not lower-cased); no policy and an empty one are not counted, and
+    // neither is a deleted document.
+    assert_eq!(
+        v["facets"]["retention_policy"],
+        json!([{"value": "tax-records", "count": 2}, {"value": "HR", "count": 1}])
+    );
+    let mut f = req("");
+    f.retention_policy = Some("tax-records".into());
+    let mut n = names(&run(&index, &f));
+    n.sort();
+    assert_eq!(n, vec!["a.txt", "b.txt"]);
+    f.retention_policy = Some("hr".into());
+    assert_eq!(run(&index, &f)["total"], 0, "policy names are exact");
+    f.retention_policy = Some("HR".into());
+    f.facets = vec!["retention_policy".into(), "state".into()];
+    let v = run(&index, &f);
+    assert_eq!(names(&v), vec!["c.txt"]);
+    assert_eq!(v["facets"]["retention_policy"], json!([{"value": "HR", "count": 1}]));
+    assert_eq!(v["hits"][0]["retention"]["policy"], "HR");
+}
+
+#[test]
 fn highlights_escape_html_and_mark_names() {
     let d = Doc::new("<b>contract</b>.html", "<script>alert('x')</script> the contract & more");
     let (_d, index) = index_with(&[&d]);
@@ -317,10 +358,17 @@ fn an_index_of_another_schema_version_is_replaced() {
         w.close().unwrap();
     }
     let meta = path.join(artstore_query::index::META_FILE);
-    std::fs::write(&meta, r#"{"schema_version": 0, "created_at": "2020-01-01T00:00:00Z"}"#).unwrap();
+    // Written by the previous release: its documents lack the fields added since.
+    let previous = artstore_query::schema::SCHEMA_VERSION - 1;
+    std::fs::write(&meta, format!(r#"{{"schema_version": {previous}, "created_at": "2020-01-01T00:00:00Z"}}"#))
+        .unwrap();
     let (index, opened) = SearchIndex::open(&path).unwrap();
-    assert_eq!(opened, artstore_query::index::Opened::Replaced { found: 0 });
+    assert_eq!(opened, artstore_query::index::Opened::Replaced { found: previous });
     assert_eq!(index.num_docs(), 0);
+    drop(index);
+    // The new index is the current version: the next start keeps it.
+    let (_, opened) = SearchIndex::open(&path).unwrap();
+    assert_eq!(opened, artstore_query::index::Opened::Existing);
 }
 
 #[test]

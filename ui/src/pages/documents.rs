@@ -33,6 +33,7 @@ const FILTERS: &[(&str, &str)] = &[
     ("tag", "Tag"),
     ("element", "Storage element"),
     ("retention", "Retention"),
+    ("retention_policy", "Retention policy"),
     ("state", "Archive state"),
     ("document_id", "Document"),
 ];

@@ -1,6 +1,6 @@
-//! Retention policies: the list with whether documents use each one, creating a policy,
-//! changing one (a compliance term only grows: the API refuses the rest, and the page shows
-//! its refusal), and deleting an unused one.
+//! Retention policies: the list with how many documents each one governs (counted by the
+//! search index), creating a policy, changing one (a compliance term only grows: the API
+//! refuses the rest, and the page shows its refusal), and deleting an unused one.
 
 use super::{Fields, done, not_allowed};
 use crate::UiState;
@@ -17,6 +17,7 @@ use maud::{Markup, html};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 
 pub fn routes() -> Router<UiState> {
     Router::new()
@@ -45,7 +46,37 @@ struct Policies {
     items: Vec<Policy>,
 }
 
-fn plural(n: u32, one: &str) -> String {
+/// Documents per policy, from the search index: its `retention_policy` facet.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Usage {
+    facets: UsageFacets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct UsageFacets {
+    retention_policy: Vec<FacetCount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FacetCount {
+    value: String,
+    count: u64,
+}
+
+/// Every live document (an empty query lists everything; the API's smallest page is one
+/// hit), counted per policy. Deleted and disposed documents are not counted.
+const USAGE_SEARCH: &str = "/api/v1/search?facets=retention_policy&limit=1";
+
+/// How many documents each policy governs (a policy no document names is absent).
+async fn usage(state: &UiState, token: &str) -> Result<HashMap<String, u64>, UiError> {
+    let u = state.api.get::<Usage>(token, USAGE_SEARCH).await?;
+    Ok(u.facets.retention_policy.into_iter().map(|c| (c.value, c.count)).collect())
+}
+
+fn plural(n: u64, one: &str) -> String {
     if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") }
 }
 
@@ -56,7 +87,7 @@ pub fn term_words(term: &str) -> Option<String> {
     let parts: Vec<String> = [(years, "year"), (months, "month"), (t.days, "day")]
         .into_iter()
         .filter(|(n, _)| *n > 0)
-        .map(|(n, unit)| plural(n, unit))
+        .map(|(n, unit)| plural(n.into(), unit))
         .collect();
     Some(parts.join(" "))
 }
@@ -65,6 +96,27 @@ fn term_cell(term: &str) -> Markup {
     html! {
         code { (term) }
         @if let Some(w) = term_words(term) { " " span.muted { "(" (w) ")" } }
+    }
+}
+
+/// The usage of one policy: its documents (a link to them), or, when the index could not
+/// be asked, only whether documents were ever stored under it (the admin's answer).
+fn usage_cell(p: &Policy, counts: Option<&HashMap<String, u64>>) -> Markup {
+    let Some(counts) = counts else {
+        return html! { @if p.in_use { "in use by stored documents" } @else { span.muted { "unused" } } };
+    };
+    match counts.get(&p.name).copied().unwrap_or(0) {
+        0 => html! {
+            span.muted { "no documents" }
+            // The admin keeps a policy once documents were stored under it, even when they
+            // are gone (deleted, disposed) or not in the index yet.
+            @if p.in_use { br; small.muted { "used before: it cannot be deleted" } }
+        },
+        n => html! {
+            a href=(format!("/documents?retention_policy={}", enc(&p.name))) {
+                (plural(n, "document")) span.vh { " under " (p.name) }
+            }
+        },
     }
 }
 
@@ -97,12 +149,20 @@ async fn list(State(state): State<UiState>, s: Sess) -> Response {
     if !Nav::Policies.allowed(&s) {
         return layout::forbidden(&s, title, Nav::Policies);
     }
-    let policies = state.api.get::<Policies>(&s.token(), "/api/v1/retention-policies").await;
+    let token = s.token();
+    let (policies, counts) =
+        tokio::join!(state.api.get::<Policies>(&token, "/api/v1/retention-policies"), usage(&state, &token));
     let admin = s.is(Role::Admin);
     let body = html! {
         p {
             "A policy is resolved into dates at ingest and written into each document's sidecar: "
             "changing a policy affects documents stored afterwards only."
+        }
+        @if let (Ok(p), Err(e)) = (&policies, &counts) && !p.items.is_empty() {
+            div.msg.warn role="status" {
+                "Document counts are unavailable: " (e.message().trim_end_matches('.'))
+                ". Usage shows only whether documents were ever stored under each policy."
+            }
         }
         @match &policies {
             Err(e) => (error_box(e)),
@@ -119,7 +179,7 @@ async fn list(State(state): State<UiState>, s: Sess) -> Response {
                     td { (term_cell(&p.term)) }
                     td { span class=(format!("badge {}", p.mode)) title=(mode_text(&p.mode)) { (p.mode) } }
                     td { span title=(disposition_text(&p.disposition)) { (p.disposition) } }
-                    td { @if p.in_use { "in use by stored documents" } @else { span.muted { "unused" } } }
+                    td { (usage_cell(p, counts.as_ref().ok())) }
                     td { (p.description) }
                     @if admin { td { div.cell-actions {
                         a href=(format!("/policies/{}", enc(&p.name))) { "Change" span.vh { " " (p.name) } }
@@ -336,5 +396,89 @@ mod tests {
         assert_eq!(Value::Object(policy_changes(&cur, &f)), json!({"term": "P10Y"}));
         let same = Fields(vec![("term".into(), "P7Y".into())]);
         assert!(policy_changes(&cur, &same).is_empty());
+    }
+
+    /// What the fake search saw: its query string and `Authorization`.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+    /// A fake API with four policies, three of them used; `search` is the search answer
+    /// (`None`: the query role is down).
+    fn fake_api(search: Option<Value>, seen: Seen) -> Router {
+        use axum::extract::RawQuery;
+        use axum::http::{HeaderMap, StatusCode, header};
+        let list = || async {
+            axum::Json(json!({"items": [
+                {"name": "tax-records", "term": "P7Y", "mode": "compliance", "disposition": "dispose", "in_use": true},
+                {"name": "hr@corp", "term": "P1Y", "mode": "governance", "disposition": "review", "in_use": true},
+                {"name": "emptied", "term": "P1M", "mode": "governance", "disposition": "dispose", "in_use": true},
+                {"name": "draft", "term": "P1M", "mode": "governance", "disposition": "review", "in_use": false},
+            ]}))
+        };
+        let search = move |RawQuery(q): RawQuery, h: HeaderMap| {
+            let (answer, seen) = (search.clone(), seen.clone());
+            async move {
+                let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                seen.lock().unwrap().push((q.unwrap_or_default(), auth.to_owned()));
+                match answer {
+                    Some(v) => axum::Json(v).into_response(),
+                    None => {
+                        let p = json!({"title": "Service Unavailable", "detail": "no query node is reachable"});
+                        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(p)).into_response()
+                    }
+                }
+            }
+        };
+        Router::new().route("/api/v1/retention-policies", get(list)).route("/api/v1/search", get(search))
+    }
+
+    async fn policies_page(search: Option<Value>) -> (String, Vec<(String, String)>) {
+        let seen = Seen::default();
+        let api = crate::pages::testkit::fake_api(fake_api(search, seen.clone()), "admin").await;
+        let mut c = crate::pages::testkit::Client::signed_in(&api).await;
+        seen.lock().unwrap().clear();
+        let page = c.get("/policies").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let seen = seen.lock().unwrap().clone();
+        (page.body, seen)
+    }
+
+    #[tokio::test]
+    async fn usage_is_counted_in_documents_with_a_link_to_them() {
+        let counts = json!({"total": 3, "hits": [], "facets": {"retention_policy": [
+            {"value": "tax-records", "count": 2}, {"value": "hr@corp", "count": 1},
+        ]}});
+        let (body, seen) = policies_page(Some(counts)).await;
+        assert_eq!(seen, vec![("facets=retention_policy&limit=1".to_owned(), "Bearer t".to_owned())], "one search");
+        assert!(body.contains(r#"<a href="/documents?retention_policy=tax-records">2 documents<"#), "{body}");
+        assert!(body.contains(r#"<a href="/documents?retention_policy=hr%40corp">1 document<"#), "{body}");
+        // The documents page searches by the policy the link names.
+        let target = super::super::documents::SearchParams::parse("retention_policy=hr%40corp");
+        assert!(target.api_query().starts_with("retention_policy=hr%40corp&"), "{}", target.api_query());
+        assert_eq!(body.matches("no documents").count(), 2, "{body}");
+        assert_eq!(body.matches("used before: it cannot be deleted").count(), 1, "only the emptied policy");
+        assert!(!body.contains("unavailable") && !body.contains("in use by stored documents"), "{body}");
+        // Deleting stays the admin's call: only the never-used policy offers it.
+        assert!(body.contains(r#"action="/policies/draft/delete""#), "{body}");
+        for used in ["tax-records", "hr%40corp", "emptied"] {
+            assert!(!body.contains(&format!(r#"action="/policies/{used}/delete""#)), "{used}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_index_usage_falls_back_to_in_use() {
+        let (body, seen) = policies_page(None).await;
+        assert_eq!(seen.len(), 1);
+        assert!(
+            body.contains(
+                "Document counts are unavailable: Service Unavailable: no query node is reachable. \
+                 Usage shows only whether documents were ever stored under each policy."
+            ),
+            "{body}"
+        );
+        assert_eq!(body.matches("in use by stored documents").count(), 3, "{body}");
+        assert!(body.contains("unused"), "{body}");
+        assert!(!body.contains("/documents?retention_policy=") && !body.contains("no documents"), "{body}");
+        assert!(body.contains(r#"action="/policies/draft/delete""#), "{body}");
+        assert!(!body.contains(r#"action="/policies/emptied/delete""#), "{body}");
     }
 }
