@@ -287,6 +287,12 @@ async fn mode_changes_are_committed_only_after_the_element_confirms() {
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
     assert_eq!(list["items"][0]["health"]["reported_mode"], "ro", "{list}");
     assert!(list["items"][0]["health"]["total_bytes"].as_u64().unwrap() > 0, "{list}");
+    // The probe carries the element's document count and its background workers.
+    assert_eq!(list["items"][0]["health"]["documents"], 0, "{list}");
+    let workers = &list["items"][0]["health"]["workers"];
+    assert!(workers["disposition"].is_object(), "{list}");
+    assert_eq!(workers["cache"]["kind"], "embedded", "{list}");
+    assert!(workers["outbox"]["status"].is_string(), "{list}");
     assert_eq!(list["items"][1]["health"]["status"], "down", "{list}");
     drop(env.stops);
 }
@@ -396,6 +402,11 @@ async fn element_heartbeats_reach_the_admin_through_redis() {
             assert!(h["free_bytes"].as_u64().unwrap() > 0, "{v}");
             assert!(h["total_bytes"].as_u64().unwrap() >= h["free_bytes"].as_u64().unwrap());
             assert_eq!(h["reported_mode"], "edit");
+            // The heartbeat carries what the element's /health/ready shows.
+            assert_eq!(h["documents"], 0, "{v}");
+            assert_eq!(h["workers"]["cache"]["kind"], "embedded", "{v}");
+            assert!(h["workers"]["disposition"].is_object(), "{v}");
+            assert!(h["workers"]["outbox"]["status"].is_string(), "{v}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no heartbeat folded into health: {v}");

@@ -709,8 +709,18 @@ fn element_view(node: &Node, e: &Element) -> Value {
     let hb = node.heartbeats.read().unwrap_or_else(|p| p.into_inner()).get(&e.id).cloned();
     let redis = *node.redis_up.read().unwrap_or_else(|p| p.into_inner());
     v["health"] = match (hb, redis) {
-        (Some(h), _) => json!({"status": "up", "free_bytes": h.free_bytes, "total_bytes": h.total_bytes,
-                               "reported_mode": h.mode, "last_heartbeat": h.at}),
+        (Some(h), _) => {
+            let mut up = json!({"status": "up", "free_bytes": h.free_bytes, "total_bytes": h.total_bytes,
+                                "reported_mode": h.mode, "last_heartbeat": h.at});
+            // Older elements report neither.
+            if let Some(n) = h.documents {
+                up["documents"] = json!(n);
+            }
+            if !h.workers.is_null() {
+                up["workers"] = h.workers;
+            }
+            up
+        }
         (None, Some(true)) => json!({"status": "down", "reason": "no heartbeat within its ttl"}),
         (None, Some(false)) => json!({"status": "unknown", "reason": "redis is unreachable"}),
         (None, None) if node.probing.load(std::sync::atomic::Ordering::Relaxed) => {

@@ -116,7 +116,8 @@ async fn round(
 }
 
 /// Without Redis: asks each registered element's `/health/ready` every `interval` and keeps
-/// the answers as heartbeats, so element health, mode and free space show all the same.
+/// the answers as heartbeats, so element health, mode, free space, document count and
+/// workers show all the same.
 pub fn spawn_probes(node: Arc<Node>, http: reqwest::Client, interval: Duration) -> tokio::task::JoinHandle<()> {
     node.probing.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(async move {
@@ -140,6 +141,8 @@ pub fn spawn_probes(node: Arc<Node>, http: reqwest::Client, interval: Duration) 
                         free_bytes: p.free_bytes.unwrap_or(0),
                         total_bytes: p.total_bytes.unwrap_or(0),
                         at: p.at,
+                        documents: p.documents,
+                        workers: p.workers,
                     };
                     (id, hb)
                 })

@@ -93,6 +93,8 @@ async fn the_leader_publishes_the_registry_and_heartbeats_become_health() {
         free_bytes: 1234,
         total_bytes: 5000,
         at: chrono::Utc::now(),
+        documents: Some(42),
+        workers: serde_json::json!({"disposition": {"status": "ok"}}),
     };
     let () = redis::cmd("SET")
         .arg(heartbeat_key("se-1"))
@@ -106,7 +108,10 @@ async fn the_leader_publishes_the_registry_and_heartbeats_become_health() {
         let (b, t) = (base.clone(), token.clone());
         async move {
             let h: Value = health(b, t).await;
-            h["status"] == "up" && h["free_bytes"] == 1234
+            h["status"] == "up"
+                && h["free_bytes"] == 1234
+                && h["documents"] == 42
+                && h["workers"]["disposition"]["status"] == "ok"
         }
     })
     .await;

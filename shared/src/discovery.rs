@@ -56,6 +56,13 @@ pub struct Heartbeat {
     pub free_bytes: u64,
     pub total_bytes: u64,
     pub at: DateTime<Utc>,
+    /// Documents the element holds (not tombstones); absent from older elements.
+    #[serde(default)]
+    pub documents: Option<u64>,
+    /// The element's background workers (disposition, cache, outbox) as its
+    /// `/health/ready` shows them; `null` from older elements.
+    #[serde(default)]
+    pub workers: serde_json::Value,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -139,6 +146,11 @@ pub struct Probe {
     pub mode: Option<String>,
     pub free_bytes: Option<u64>,
     pub total_bytes: Option<u64>,
+    /// As in [`Heartbeat`].
+    #[serde(default)]
+    pub documents: Option<u64>,
+    #[serde(default)]
+    pub workers: serde_json::Value,
 }
 
 /// The whole state one discovery source holds: kept in memory, and (last-known) on disk.
@@ -235,10 +247,19 @@ impl Default for ProbeConfig {
     }
 }
 
-/// Asks an element's `/health/ready` how it is: reachable, its mode and free space.
+/// Asks an element's `/health/ready` how it is: reachable, its mode, free space, document
+/// count and workers.
 pub async fn probe(http: &reqwest::Client, url: &str) -> Probe {
     let at = Utc::now();
-    let failed = Probe { at, ok: false, mode: None, free_bytes: None, total_bytes: None };
+    let failed = Probe {
+        at,
+        ok: false,
+        mode: None,
+        free_bytes: None,
+        total_bytes: None,
+        documents: None,
+        workers: serde_json::Value::Null,
+    };
     let Ok(resp) = http.get(format!("{}/health/ready", url.trim_end_matches('/'))).send().await else {
         return failed;
     };
@@ -255,6 +276,8 @@ pub async fn probe(http: &reqwest::Client, url: &str) -> Probe {
         mode: info["mode"].as_str().map(str::to_owned),
         free_bytes: info["free_bytes"].as_u64(),
         total_bytes: info["total_bytes"].as_u64(),
+        documents: info["documents"].as_u64(),
+        workers: info["workers"].clone(),
     }
 }
 
@@ -628,4 +651,40 @@ pub fn from_settings(
             std::sync::Arc::new(LastKnownDiscovery::open(last_known, probe).map_err(anyhow::Error::msg)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_of_older_elements_still_parse() {
+        let old = r#"{"id":"se-1","url":"http://10.0.0.1:8081","mode":"rw","free_bytes":77,
+                      "total_bytes":100,"at":"2026-11-30T11:29:57Z"}"#;
+        let hb: Heartbeat = serde_json::from_str(old).unwrap();
+        assert_eq!(hb.free_bytes, 77);
+        assert_eq!(hb.documents, None);
+        assert!(hb.workers.is_null());
+        let probe: Probe = serde_json::from_str(
+            r#"{"at":"2026-11-30T11:29:57Z","ok":true,"mode":"rw","free_bytes":1,"total_bytes":2}"#,
+        )
+        .unwrap();
+        assert_eq!((probe.documents, probe.workers.is_null()), (None, true));
+    }
+
+    #[test]
+    fn heartbeats_carry_documents_and_workers() {
+        let hb = Heartbeat {
+            id: "se-1".into(),
+            url: "http://10.0.0.1:8081".into(),
+            mode: "rw".into(),
+            free_bytes: 1,
+            total_bytes: 2,
+            at: Utc::now(),
+            documents: Some(12),
+            workers: serde_json::json!({"disposition": {"status": "ok"}}),
+        };
+        let back: Heartbeat = serde_json::from_str(&serde_json::to_string(&hb).unwrap()).unwrap();
+        assert_eq!(back, hb);
+    }
 }

@@ -161,6 +161,17 @@ impl Health {
         self.inner.info.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned(), f);
     }
 
+    /// The state a component last reported (`None`: it never did).
+    pub fn check(&self, component: &str) -> Option<Check> {
+        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).get(component).cloned()
+    }
+
+    /// A handle that does not keep this health alive: for info functions that read it
+    /// (holding the health itself from inside it would never free it).
+    pub fn downgrade(&self) -> WeakHealth {
+        WeakHealth(Arc::downgrade(&self.inner))
+    }
+
     /// Whether every component is ready (degraded counts as ready).
     pub fn is_ready(&self) -> bool {
         self.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).values().all(|c| !matches!(c, Check::NotReady(_)))
@@ -169,6 +180,17 @@ impl Health {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+}
+
+/// A [`Health`] that may be gone; see [`Health::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakHealth(std::sync::Weak<HealthInner>);
+
+impl WeakHealth {
+    /// The health, while any strong handle lives.
+    pub fn upgrade(&self) -> Option<Health> {
+        self.0.upgrade().map(|inner| Health { inner })
     }
 }
 
@@ -233,6 +255,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["status"], "degraded");
         assert_eq!(v["checks"]["cache"]["reason"], "postgresql is unreachable");
+        assert_eq!(h.check("cache"), Some(Check::Degraded("postgresql is unreachable".into())));
+        assert_eq!(h.check("nothing"), None);
+        let weak = h.downgrade();
+        assert!(weak.upgrade().is_some());
     }
 
     #[test]

@@ -241,6 +241,8 @@ async fn redis_changes_outage_restart_and_recovery() {
         free_bytes: 77,
         total_bytes: 100,
         at: chrono::Utc::now(),
+        documents: None,
+        workers: serde_json::Value::Null,
     };
     let () = redis::cmd("SET")
         .arg(heartbeat_key("b"))

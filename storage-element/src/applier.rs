@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// The cache's degraded reason while the applier rebuilds it from the files.
+pub const REBUILDING: &str = "rebuilding from the files";
+
 /// Runs until the task is aborted.
 pub async fn run(store: Arc<Store>, health: Health) {
     let cache = store.cache().clone();
@@ -43,7 +46,7 @@ pub async fn run(store: Arc<Store>, health: Health) {
                     tracing::info!(checkpoint = ?cp, "cache has no usable checkpoint: rebuilding it from the files");
                     // Degraded while the rows are replaced (shown on /health/ready too): direct
                     // updates wait for the applier, lookups that need the cache answer 503.
-                    sync.degrade("rebuilding from the files");
+                    sync.degrade(REBUILDING);
                     let r = crate::rebuild::rebuild(&root, cache.as_ref(), &|r| {
                         tracing::debug!(documents = r.documents, "rebuild progress");
                     })

@@ -156,6 +156,10 @@ pub trait SidecarCache: Send + Sync + 'static {
     /// Documents whose content is in the hot tier (candidates for archiving).
     async fn hot_documents(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<CachedSidecar>, CacheError>;
     async fn stats(&self) -> Result<CacheStats, CacheError>;
+    /// Documents that are not tombstones, when known without a query (`None`: ask `stats`).
+    fn document_count(&self) -> Option<u64> {
+        None
+    }
     /// Inserts or replaces many sidecars (revision-guarded like `upsert`).
     async fn upsert_many(&self, entries: Vec<CachedSidecar>) -> Result<(), CacheError> {
         for e in entries {
@@ -301,6 +305,10 @@ impl SidecarCache for EmbeddedCache {
 
     async fn stats(&self) -> Result<CacheStats, CacheError> {
         Ok(self.read().stats)
+    }
+
+    fn document_count(&self) -> Option<u64> {
+        Some(self.read().stats.documents)
     }
 
     async fn remove(&self, file_id: Uuid) -> Result<(), CacheError> {

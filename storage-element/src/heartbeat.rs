@@ -1,8 +1,9 @@
-//! The element's heartbeat in Redis: its id, URL, mode and free space, written every few
-//! seconds with a TTL so the admin sees it go down when it stops.
+//! The element's heartbeat in Redis: its id, URL, mode, free space, document count and
+//! workers, written every few seconds with a TTL so the admin sees it go down when it stops.
 
 use crate::store::Store;
 use artstore_shared::discovery::{Heartbeat, heartbeat_key};
+use artstore_shared::health::Health;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 /// A heartbeat lives `ttl` and is renewed every third of it.
 pub fn spawn(
     store: Arc<Store>,
+    health: Health,
     redis_url: String,
     id: String,
     url: String,
@@ -29,7 +31,7 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let r = beat(&store, &client, &mut conn, &id, &url, ttl).await;
+            let r = beat(&store, &health, &client, &mut conn, &id, &url, ttl).await;
             match (r, failing) {
                 (Ok(()), true) => {
                     tracing::info!("heartbeats reach redis again");
@@ -49,6 +51,7 @@ pub fn spawn(
 
 async fn beat(
     store: &Store,
+    health: &Health,
     client: &redis::Client,
     conn: &mut Option<redis::aio::MultiplexedConnection>,
     id: &str,
@@ -73,6 +76,8 @@ async fn beat(
         free_bytes: free,
         total_bytes: total,
         at: chrono::Utc::now(),
+        documents: store.document_count(),
+        workers: crate::status::workers(store, health),
     };
     let body = serde_json::to_string(&hb)?;
     if let Some(c) = conn.as_mut() {

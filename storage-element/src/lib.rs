@@ -18,11 +18,13 @@ pub mod pg;
 pub mod policies;
 pub mod rebuild;
 pub mod server;
+pub mod status;
 pub use artstore_shared::sidecar;
 pub mod store;
 pub mod synthetic;
 pub mod verify;
 pub mod wal;
+pub mod workers;
 
 pub use element::ElementMode;
 pub use error::StoreError;

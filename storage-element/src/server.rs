@@ -70,19 +70,15 @@ impl Element {
         };
         let (store, _report) = Store::open(store_cfg, cache, clock).await?;
         health.set_ready("store");
-        // Discovery probes read the element's mode and free space here (no token needed).
+        // Discovery probes read the element's mode, space and workers here (no token needed).
         let info_store = store.clone();
         let info_id = cfg.element_id.clone();
+        let info_health = health.downgrade();
         health.set_info(
             "element",
-            Arc::new(move || {
-                let root = info_store.root();
-                serde_json::json!({
-                    "id": info_id,
-                    "mode": info_store.mode().as_str(),
-                    "free_bytes": fs4::available_space(root).ok(),
-                    "total_bytes": fs4::total_space(root).ok(),
-                })
+            Arc::new(move || match info_health.upgrade() {
+                Some(h) => crate::status::element_info(&info_store, &h, info_id.as_deref()),
+                None => serde_json::Value::Null,
             }),
         );
         let applier =
@@ -123,7 +119,7 @@ impl Element {
                 };
                 let url = self.cfg.public_url.clone().unwrap_or_else(|| format!("http://{}", self.cfg.listen));
                 let ttl = Duration::from_secs(self.cfg.heartbeat_ttl_secs.max(1));
-                Some(crate::heartbeat::spawn(store.clone(), redis.clone(), id, url, ttl))
+                Some(crate::heartbeat::spawn(store.clone(), self.health.clone(), redis.clone(), id, url, ttl))
             }
             None => None,
         };

@@ -6,7 +6,7 @@
 //! interrupted intent by one question: does the sidecar on disk have the intent's revision?
 
 use crate::audit::{AuditEvent, AuditLog, sha256_hex};
-use crate::cache::{CachedSidecar, ListFilter, Page, SidecarCache};
+use crate::cache::{CachedSidecar, ListFilter, Page, RetentionFilter, SidecarCache};
 use crate::durable::{self, TempFile};
 use crate::element::{ElementFile, ElementMode, ModeChange, Operation};
 use crate::error::StoreError;
@@ -165,13 +165,7 @@ pub struct ElementInfo {
     pub mode_history: Vec<ModeChange>,
 }
 
-/// Counts of one disposition run.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct DispositionReport {
-    pub disposed: u64,
-    pub restores_expired: u64,
-    pub failed: u64,
-}
+pub use crate::workers::DispositionReport;
 
 /// What start-up recovery did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -302,7 +296,10 @@ pub struct Store {
     known_dirs: Mutex<HashSet<PathBuf>>,
     unreadable: Mutex<Vec<String>>,
     sync: Arc<CacheSync>,
-    last_stats: Mutex<crate::cache::CacheStats>,
+    /// The counts the cache last gave (`None`: not asked yet).
+    last_stats: Mutex<Option<crate::cache::CacheStats>>,
+    /// What the disposition runs did, for `/health/ready`.
+    disposition: crate::workers::DispositionStatus,
     /// Step 5 of creates (audit line, WAL commit) runs after the reply; shutdown waits.
     after_reply: tokio_util::task::TaskTracker,
     /// How far the outbox relay has published (the WAL is pruned only below it too).
@@ -360,7 +357,8 @@ impl Store {
             known_dirs: Mutex::new(HashSet::new()),
             unreadable: Mutex::new(vec![]),
             sync: Arc::new(CacheSync::default()),
-            last_stats: Mutex::new(Default::default()),
+            last_stats: Mutex::new(None),
+            disposition: Default::default(),
             after_reply: tokio_util::task::TaskTracker::new(),
             outbox,
             cfg,
@@ -1026,8 +1024,19 @@ impl Store {
         .await
     }
 
-    /// One pass of the disposition schedule, and expiry of staged restores.
+    /// One pass of the disposition schedule, and expiry of staged restores; its outcome is
+    /// recorded for `/health/ready`, and the document counts are refreshed after it.
     pub async fn run_disposition(&self) -> Result<DispositionReport, StoreError> {
+        self.disposition.started(self.clock.now());
+        let r = self.disposition_pass().await;
+        self.disposition.finished(self.clock.now(), r.as_ref().map_err(ToString::to_string));
+        if r.is_ok() {
+            self.refresh_stats().await;
+        }
+        r
+    }
+
+    async fn disposition_pass(&self) -> Result<DispositionReport, StoreError> {
         let _drain = self.gate.read().await;
         let mut report = DispositionReport::default();
         let now = self.clock.now();
@@ -1072,11 +1081,21 @@ impl Store {
                 }
             }
         }
+        // Review-due documents wait for a person; the run only counts them.
+        let review = ListFilter { retention: Some((RetentionFilter::ReviewDue, now)), ..Default::default() };
+        let page = self
+            .cache
+            .list(None, crate::workers::REVIEW_COUNT_LIMIT, &review)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        report.review_due = page.items.len() as u64;
+        report.review_due_more = page.next.is_some();
         if report.disposed + report.restores_expired + report.failed > 0 {
             tracing::info!(
                 disposed = report.disposed,
                 restores_expired = report.restores_expired,
                 failed = report.failed,
+                review_due = report.review_due,
                 "disposition run"
             );
         }
@@ -1242,13 +1261,7 @@ impl Store {
     pub async fn info(&self) -> Result<ElementInfo, StoreError> {
         let e = self.element.lock().unwrap_or_else(|e| e.into_inner()).clone();
         // The summary must answer while the cache is down: the last counts it gave.
-        let stats = match self.cache.stats().await {
-            Ok(s) => {
-                *self.last_stats.lock().unwrap_or_else(|e| e.into_inner()) = s;
-                s
-            }
-            Err(_) => *self.last_stats.lock().unwrap_or_else(|e| e.into_inner()),
-        };
+        let stats = self.refresh_stats().await.unwrap_or_default();
         let root = self.layout.root().to_owned();
         let (free, total) =
             blocking(move || (fs4::available_space(&root).unwrap_or(0), fs4::total_space(&root).unwrap_or(0))).await?;
@@ -1266,6 +1279,34 @@ impl Store {
             cache: self.sync.degraded_reason().map(|r| format!("degraded: {r}")).unwrap_or_else(|| "ready".to_owned()),
             mode_history: e.mode_history,
         })
+    }
+
+    /// Asks the cache for its counts and keeps them; when it cannot answer, the last ones.
+    async fn refresh_stats(&self) -> Option<crate::cache::CacheStats> {
+        let fresh = self.cache.stats().await.ok();
+        let mut last = self.last_stats.lock().unwrap_or_else(|e| e.into_inner());
+        if fresh.is_some() {
+            *last = fresh;
+        }
+        *last
+    }
+
+    /// Documents held (not tombstones), without waiting: the cache's own count when it
+    /// keeps one, else the last counts it gave (`None`: not counted yet).
+    pub fn document_count(&self) -> Option<u64> {
+        self.cache
+            .document_count()
+            .or_else(|| self.last_stats.lock().unwrap_or_else(|e| e.into_inner()).map(|s| s.documents))
+    }
+
+    /// What the disposition runs did since start.
+    pub fn disposition(&self) -> &crate::workers::DispositionStatus {
+        &self.disposition
+    }
+
+    /// The highest WAL sequence written (the cache and the outbox catch up to it).
+    pub fn wal_head(&self) -> u64 {
+        self.wal.head()
     }
 
     /// Waits until the work that followed replies so far is done (audit lines, WAL commits).

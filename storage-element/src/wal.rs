@@ -244,6 +244,8 @@ pub struct Wal {
     dir: PathBuf,
     journal: Journal<WalItem>,
     open: Mutex<BTreeSet<u64>>,
+    /// The highest sequence appended (how far behind the cache and the outbox are).
+    head: std::sync::atomic::AtomicU64,
 }
 
 impl Wal {
@@ -253,12 +255,27 @@ impl Wal {
         let file = WalSink::open_segment(dir, next_seq)?;
         let size = file.metadata()?.len();
         let sink = WalSink { dir: dir.to_owned(), file, size, next_seq };
-        Ok(Wal { dir: dir.to_owned(), journal: Journal::spawn(sink, "wal"), open: Mutex::new(BTreeSet::new()) })
+        Ok(Wal {
+            dir: dir.to_owned(),
+            journal: Journal::spawn(sink, "wal"),
+            open: Mutex::new(BTreeSet::new()),
+            head: next_seq.saturating_sub(1).into(),
+        })
+    }
+
+    fn appended(&self, seq: u64) -> u64 {
+        self.head.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+        seq
+    }
+
+    /// The highest sequence appended so far (possibly not yet on disk).
+    pub fn head(&self) -> u64 {
+        self.head.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends an intent and waits until it is on disk.
     pub async fn intent(&self, intent: Intent) -> io::Result<u64> {
-        let seq = self.journal.append(WalItem::Intent(intent), true).await?;
+        let seq = self.appended(self.journal.append(WalItem::Intent(intent), true).await?);
         self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
         Ok(seq)
     }
@@ -274,14 +291,14 @@ impl Wal {
     ) -> io::Result<u64> {
         let item =
             WalItem::Commit { intent, file_id, sidecar: sidecar.to_owned(), action: action.to_owned(), revision };
-        let seq = self.journal.append(item, false).await?;
+        let seq = self.appended(self.journal.append(item, false).await?);
         self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&intent);
         Ok(seq)
     }
 
     /// Marks an intent rolled back.
     pub async fn abort(&self, intent: u64) -> io::Result<()> {
-        self.journal.append(WalItem::Abort(intent), false).await?;
+        self.appended(self.journal.append(WalItem::Abort(intent), false).await?);
         self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&intent);
         Ok(())
     }
@@ -300,7 +317,8 @@ impl Wal {
         } else {
             WalItem::Abort(*seq)
         };
-        self.journal.append(item, false).await.map(|_| ())
+        self.appended(self.journal.append(item, false).await?);
+        Ok(())
     }
 
     /// Makes every appended record durable.

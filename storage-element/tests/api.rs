@@ -492,6 +492,13 @@ async fn disposition_removes_expired_content_and_lists_reviews() {
         .await;
     let keep = h.upload("k.txt", b"keep me", &[]).await;
     let id = |v: &Value| v["file_id"].as_str().unwrap().to_owned();
+    let element_health = || async { h.call(Method::GET, "/health/ready", None, None).await.json()["element"].clone() };
+    let before = element_health().await;
+    assert_eq!(before["documents"], 4, "{before}");
+    assert_eq!(before["workers"]["disposition"]["status"], "pending", "{before}");
+    assert_eq!(before["workers"]["disposition"]["last_run_at"], Value::Null, "{before}");
+    assert_eq!(before["workers"]["cache"]["kind"], "embedded", "{before}");
+    assert_eq!(before["workers"]["cache"]["status"], "ok", "{before}");
 
     let r = h.call(Method::POST, "/api/v1/element/disposition", Some(&h.admin()), None).await.json();
     assert_eq!(r["disposed"], 0, "nothing is due yet");
@@ -501,6 +508,17 @@ async fn disposition_removes_expired_content_and_lists_reviews() {
     let r = h.call(Method::POST, "/api/v1/element/disposition", Some(&h.token(&["operator"])), None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["disposed"], 1);
+    assert_eq!(r.json()["review_due"], 1);
+    // The run shows on /health/ready (discovery carries it to the admin and the dashboard).
+    let after = element_health().await;
+    let d = &after["workers"]["disposition"];
+    assert_eq!(d["status"], "ok", "{after}");
+    assert_eq!((d["runs"].as_u64(), d["disposed"].as_u64(), d["review_due"].as_u64()), (Some(2), Some(1), Some(1)));
+    let at: chrono::DateTime<chrono::Utc> = serde_json::from_value(d["last_run_at"].clone()).unwrap();
+    assert_eq!(at, h.clock_now(), "the run started at the element's clock: {after}");
+    assert_eq!(d["last_error"], Value::Null, "{after}");
+    assert_eq!(after["documents"], 3, "the disposed one no longer counts: {after}");
+    assert_eq!(after["workers"]["outbox"]["status"], "pending", "no relay runs in this harness: {after}");
     let sc = h.get(&format!("/api/v1/files/{}", id(&dispose))).await.json();
     assert_eq!(sc["state"], "disposed");
     assert_eq!(sc["tombstone"]["by"], "system:disposition");

@@ -87,6 +87,10 @@ async fn pg_cache_serves_listings_and_catches_up_after_an_outage() {
     let ready = h.call(Method::GET, "/health/ready", None, None).await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["checks"]["cache"]["status"], "degraded", "{}", ready.json());
+    let cache_worker = ready.json()["element"]["workers"]["cache"].clone();
+    assert_eq!(cache_worker["kind"], "postgres", "{cache_worker}");
+    assert_eq!(cache_worker["status"], "degraded", "{cache_worker}");
+    assert_eq!(cache_worker["caught_up"], false, "{cache_worker}");
     let info = h.get("/api/v1/element").await;
     assert_eq!(info.status, 200);
     assert!(info.json()["cache"].as_str().unwrap().starts_with("degraded"));

@@ -106,7 +106,7 @@ fn elements_section(els: &Result<Vec<ElementView>, UiError>, index: &Result<Valu
                         caption.vh { "Storage elements" }
                         thead { tr {
                             th scope="col" { "Element" } th scope="col" { "URL" } th scope="col" { "Mode" }
-                            th scope="col" { "Health" } th scope="col" { "Space" }
+                            th scope="col" { "Health" } th scope="col" { "Space" } th scope="col" { "Documents" }
                         } }
                         tbody {
                             @for e in els {
@@ -119,18 +119,20 @@ fn elements_section(els: &Result<Vec<ElementView>, UiError>, index: &Result<Valu
                                     td { (elements::mode_badge(&e.mode)) }
                                     td { (elements::health_cell(e)) }
                                     td { (elements::space_cell(e)) }
+                                    td {
+                                        @match e.health.documents {
+                                            Some(n) => { (n) },
+                                            None => span.muted { "not reported" },
+                                        }
+                                    }
                                 }
                             }
                         }
                     } }
                 }
-                p.muted {
-                    "Document counts per element are not reported by the admin API"
-                    @if let Ok(i) = index { @if let Some(n) = i.get("documents").and_then(Value::as_u64) {
-                        "; the search index holds " (n) " documents in all"
-                    } }
-                    "."
-                }
+                @if let Ok(i) = index { @if let Some(n) = i.get("documents").and_then(Value::as_u64) {
+                    p.muted { "Documents as each element last reported them; the search index holds " (n) " in all." }
+                } }
             },
         }
     }
@@ -151,11 +153,116 @@ fn count(v: &Value, path: &[&str]) -> Markup {
     }
 }
 
-fn not_reported(what: &str) -> Markup {
-    html! { span.muted { "not reported through the public API (" (what) ")" } }
+fn flag(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn workers_card(index: &Result<Value, UiError>) -> Markup {
+/// A worker's `status` as a badge (`ok`, `degraded`, `error`, `pending`).
+fn status_badge(w: &Value) -> Markup {
+    match text(w, &["status"]) {
+        Some("ok") => html! { span.badge.ok { "ok" } },
+        Some("degraded") => html! { span.badge.degraded { "degraded" } },
+        Some("error") => html! { span.badge.down { "error" } },
+        Some("pending") => html! { span.badge { "not run yet" } },
+        Some(other) => html! { span.badge { (other) } },
+        None => html! { span.muted { "not reported" } },
+    }
+}
+
+/// Why a worker is not ok, as the element says it.
+fn reason(w: &Value) -> Markup {
+    let error = matches!(text(w, &["status"]), Some("error" | "degraded"));
+    html! {
+        @if let Some(r) = text(w, &["reason"]) {
+            br;
+            @if error { small.error { (r) } } @else { small.muted { (r) } }
+        }
+    }
+}
+
+fn disposition_cell(d: &Value) -> Markup {
+    html! {
+        (status_badge(d))
+        @if flag(d, "running") { " " span.badge { "running" } }
+        @match text(d, &["last_run_at"]) {
+            Some(at) => { " last run " (layout::time(at)) },
+            None => { " " span.muted { "no run since the element started" } },
+        }
+        @if d.get("disposed").is_some() {
+            br;
+            small {
+                (count(d, &["disposed"])) " disposed, " (count(d, &["review_due"]))
+                @if flag(d, "review_due_more") { " or more" }
+                " awaiting review, " (count(d, &["restores_expired"])) " restores expired"
+                @if num(d, &["failed"]).is_some_and(|n| n > 0) { ", " (count(d, &["failed"])) " failed" }
+            }
+        }
+        (reason(d))
+        // An error of an earlier run, once the schedule works again.
+        @if text(d, &["status"]) == Some("ok") { @if let Some(e) = text(d, &["last_error"]) {
+            br;
+            small.muted {
+                "earlier error"
+                @if let Some(at) = text(d, &["last_error_at"]) { " (" (layout::time(at)) ")" }
+                ": " (e)
+            }
+        } }
+    }
+}
+
+fn cache_cell(c: &Value) -> Markup {
+    let postgres = text(c, &["kind"]) == Some("postgres");
+    html! {
+        (status_badge(c)) " "
+        @match text(c, &["kind"]) {
+            Some("postgres") => "PostgreSQL",
+            Some("embedded") => "embedded (in memory)",
+            Some(other) => (other),
+            None => span.muted { "kind not reported" },
+        }
+        @if postgres {
+            ": "
+            @if flag(c, "rebuilding") { span.badge { "rebuilding" } " from the files" }
+            @else if flag(c, "caught_up") { "caught up" }
+            @else { "catching up" }
+            @if num(c, &["lag"]).is_some_and(|n| n > 0) { ", " (count(c, &["lag"])) " WAL records behind" }
+        }
+        @if !flag(c, "rebuilding") { (reason(c)) }
+    }
+}
+
+fn outbox_cell(o: &Value) -> Markup {
+    html! {
+        (status_badge(o))
+        @match num(o, &["backlog"]) {
+            Some(0) => " nothing waiting",
+            Some(n) => { " " (n) " events waiting" },
+            None => {},
+        }
+        (reason(o))
+    }
+}
+
+/// One element's background workers, as its last heartbeat (or probe) reported them.
+fn element_workers(e: &ElementView) -> Markup {
+    let w = &e.health.workers;
+    html! {
+        h3 { "Element " (e.id) }
+        @if w.is_object() {
+            dl.fields {
+                dt { "Disposition" } dd { (disposition_cell(&w["disposition"])) }
+                dt { "Cache" } dd { (cache_cell(&w["cache"])) }
+                dt { "Outbox relay" } dd { (outbox_cell(&w["outbox"])) }
+            }
+        } @else if e.health.status == "up" {
+            p.muted { "Its workers are not reported (an element of an older version)." }
+        } @else {
+            p.muted { "Not reported: the element is " (if e.health.status.is_empty() { "unknown" } else { e.health.status.as_str() }) "." }
+        }
+    }
+}
+
+fn workers_card(index: &Result<Value, UiError>, els: &Result<Vec<ElementView>, UiError>) -> Markup {
     html! {
         section.card aria-labelledby="workers-h" {
             h2 #workers-h { "Background work" }
@@ -180,10 +287,10 @@ fn workers_card(index: &Result<Value, UiError>) -> Markup {
                     }
                 }
             }
-            h3 { "Storage elements" }
-            dl.fields {
-                dt { "Disposition sweeps" } dd { (not_reported("each element runs its own")) }
-                dt { "Cache rebuild" } dd { (not_reported("run on the element's machine")) }
+            @match els {
+                Err(e) if hidden(e) => {}
+                Err(_) => p.muted { "The storage elements could not be read (see below)." },
+                Ok(els) => { @for e in els { (element_workers(e)) } },
             }
         }
     }
@@ -248,7 +355,7 @@ async fn dashboard(State(state): State<UiState>, s: Sess) -> Response {
     let body = html! {
         div.cards {
             (cluster_card(&cluster))
-            (workers_card(&index))
+            (workers_card(&index, &els))
         }
         (elements_section(&els, &index, Nav::Elements.allowed(&s)))
         (audit_section(&latest))
@@ -266,13 +373,64 @@ mod tests {
         let i = json!({"documents": 3, "feed": {"state": "following", "indexed": 2, "errors": 1, "last_error": "boom"},
                        "rebuild": {"running": false, "kind": "initial", "finished_at": "2026-11-30T11:29:57Z",
                                    "progress": {"listed": 3, "indexed": 3, "errors": 0}, "element": "standalone"}});
-        let html = workers_card(&Ok(i)).into_string();
+        let html = workers_card(&Ok(i), &Ok(vec![])).into_string();
         assert!(html.contains("following"), "{html}");
         assert!(html.contains("initial finished 2026-11-30 11:29 UTC"), "{html}");
         assert!(html.contains("last error: boom"), "{html}");
-        assert!(html.contains("Disposition sweeps"), "{html}");
-        let html = workers_card(&Ok(json!({}))).into_string();
+        assert!(!html.contains("not reported through the public API"), "{html}");
+        let html = workers_card(&Ok(json!({})), &Ok(vec![])).into_string();
         assert!(html.contains("not reported"), "{html}");
+    }
+
+    /// Three elements: one healthy on the embedded cache (with an error of an earlier run),
+    /// one on PostgreSQL with failing work, one down.
+    fn elements_with_workers() -> Value {
+        json!({"items": [
+            {"id": "se-1", "url": "http://se-1", "mode": "rw",
+             "health": {"status": "up", "free_bytes": 10, "total_bytes": 20, "documents": 1234,
+                        "workers": {
+                            "disposition": {"status": "ok", "running": false, "runs": 3,
+                                            "last_run_at": "2026-11-30T11:29:57Z", "disposed": 2, "review_due": 5,
+                                            "restores_expired": 0, "failed": 0, "errors": 1,
+                                            "last_error": "cache unavailable: timed out",
+                                            "last_error_at": "2026-11-30T10:29:57Z"},
+                            "cache": {"kind": "embedded", "status": "ok"},
+                            "outbox": {"status": "ok", "backlog": 0, "published_seq": 9, "lag": 0}}}},
+            {"id": "se-2", "url": "http://se-2", "mode": "ro",
+             "health": {"status": "up", "documents": 7,
+                        "workers": {
+                            "disposition": {"status": "error", "running": true, "runs": 1,
+                                            "last_run_at": "2026-12-01T08:00:00Z", "errors": 1,
+                                            "reason": "cache unavailable: pool timed out",
+                                            "last_error": "cache unavailable: pool timed out"},
+                            "cache": {"kind": "postgres", "status": "degraded", "reason": "connection refused",
+                                      "caught_up": false, "lag": 42, "rebuilding": false},
+                            "outbox": {"status": "degraded", "backlog": 17,
+                                       "reason": "kafka unreachable: broker down; 17 events waiting"}}}},
+            {"id": "se-3", "url": "http://se-3", "mode": "rw",
+             "health": {"status": "down", "reason": "no heartbeat within its ttl"}}
+        ]})
+    }
+
+    #[test]
+    fn each_element_shows_its_workers() {
+        let els: elements::ElementList = serde_json::from_value(elements_with_workers()).unwrap();
+        let html = workers_card(&Ok(json!({})), &Ok(els.items)).into_string();
+        assert!(html.contains("Element se-1"), "{html}");
+        assert!(html.contains("last run 2026-11-30 11:29 UTC"), "{html}");
+        assert!(html.contains("2 disposed, 5 awaiting review"), "{html}");
+        assert!(html.contains("earlier error (2026-11-30 10:29 UTC): cache unavailable: timed out"), "{html}");
+        assert!(html.contains("embedded (in memory)"), "{html}");
+        assert!(html.contains("nothing waiting"), "{html}");
+        assert!(html.contains("<span class=\"badge down\">error</span>"), "{html}");
+        assert!(html.contains("cache unavailable: pool timed out"), "{html}");
+        assert!(html.contains("PostgreSQL: catching up, 42 WAL records behind"), "{html}");
+        assert!(html.contains("connection refused"), "{html}");
+        assert!(html.contains("17 events waiting"), "{html}");
+        assert!(html.contains("kafka unreachable: broker down"), "{html}");
+        assert!(html.contains("Not reported: the element is down."), "{html}");
+        let refused = Err(UiError::new(403, "Forbidden", "no"));
+        assert!(!workers_card(&Ok(json!({})), &refused).into_string().contains("Element"));
     }
 
     #[test]
@@ -307,5 +465,23 @@ mod tests {
         assert!(page.body.contains("No storage element is registered."));
         assert!(page.body.contains("Service Unavailable: the index is rebuilding"), "{}", page.body);
         assert!(!page.body.contains("Latest audit entries"));
+    }
+
+    #[tokio::test]
+    async fn elements_report_their_documents_and_workers() {
+        let api = Router::new()
+            .route("/api/v1/cluster", get(|| async { axum::Json(json!({"node_id": 1, "state": "Leader"})) }))
+            .route("/api/v1/elements", get(|| async { axum::Json(elements_with_workers()) }))
+            .route("/api/v1/index", get(|| async { axum::Json(json!({"documents": 1241})) }));
+        let api = crate::pages::testkit::fake_api(api, "reader").await;
+        let mut c = crate::pages::testkit::Client::signed_in(&api).await;
+        let page = c.get("/").await;
+        assert_eq!(page.status, 200);
+        let b = &page.body;
+        assert!(b.contains("<th scope=\"col\">Documents</th>"), "{b}");
+        assert!(b.contains("<td>1234</td>") && b.contains("<td>7</td>"), "{b}");
+        assert!(b.contains("the search index holds 1241 in all"), "{b}");
+        assert!(b.contains("Element se-2") && b.contains("last run 2026-12-01 08:00 UTC"), "{b}");
+        assert!(!b.contains("not reported through the public API"), "{b}");
     }
 }

@@ -181,6 +181,11 @@ pub struct Health {
     pub reported_mode: Option<String>,
     pub last_heartbeat: Option<String>,
     pub reason: Option<String>,
+    /// Documents the element holds (not tombstones), as it last reported.
+    pub documents: Option<u64>,
+    /// Its background workers (disposition, cache, outbox) as it last reported them;
+    /// `null` when it does not.
+    pub workers: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
