@@ -6,13 +6,14 @@ use crate::UiState;
 use crate::api::enc;
 use crate::layout;
 use crate::pages::{self, Fields};
-use crate::session::Sess;
+use crate::session::{Sess, Session};
 use artstore_shared::auth::Permission;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use uuid::Uuid;
 
 /// A JSON merge patch (RFC 7386) that turns `old` into `new`: removed keys become `null`,
 /// changed nested objects are patched key by key. (A `null` inside `new` cannot be kept: a
@@ -61,6 +62,18 @@ fn parse_metadata(text: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// The document a form acts on and the page to return to, if the user may do `what`
+/// (otherwise the answer that says why not, sent as it is: boxing it would gain nothing).
+#[allow(clippy::result_large_err)]
+fn target(s: &Session, id: &str, p: Permission, what: &str) -> Result<(Uuid, String), Response> {
+    let back = format!("/documents/{}", enc(id));
+    if !s.can(p) {
+        return Err(pages::not_allowed(s, what, &back));
+    }
+    let uuid = parse_id(id).map_err(|_| pages::done(s, Err(bad_id(id)), "/documents"))?;
+    Ok((uuid, back))
+}
+
 /// `POST /documents/{id}/metadata`: `tags`, `description`, `metadata` (JSON), and
 /// `metadata_was` (what the form showed) → a merge patch of only what changed.
 pub(super) async fn edit_metadata(
@@ -69,13 +82,11 @@ pub(super) async fn edit_metadata(
     Path(id): Path<String>,
     f: Fields,
 ) -> Response {
-    let back = format!("/documents/{}", enc(&id));
-    if !s.can(Permission::UpdateMetadata) {
-        return pages::not_allowed(&s, "change a document's description, tags or metadata", &back);
-    }
-    let Ok(uuid) = parse_id(&id) else {
-        return pages::done(&s, Err(bad_id(&id)), "/documents");
-    };
+    let (uuid, back) =
+        match target(&s, &id, Permission::UpdateMetadata, "change a document's description, tags or metadata") {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
     let metadata_text = f.0.iter().find(|(k, _)| k == "metadata").map(|(_, v)| v.clone()).unwrap_or_default();
     let new_meta = match parse_metadata(&metadata_text) {
         Ok(m) => m,
@@ -116,18 +127,15 @@ pub(super) async fn edit_metadata(
 
 /// `POST /documents/{id}/legal-hold`: `enabled` (`true`/`false`) and `reason`.
 pub(super) async fn legal_hold(State(state): State<UiState>, s: Sess, Path(id): Path<String>, f: Fields) -> Response {
-    let back = format!("/documents/{}", enc(&id));
     let enable = f.get("enabled") == Some("true");
     let (perm, what) = if enable {
         (Permission::Protect, "set a legal hold")
     } else {
         (Permission::LiftLegalHold, "lift a legal hold")
     };
-    if !s.can(perm) {
-        return pages::not_allowed(&s, what, &back);
-    }
-    let Ok(uuid) = parse_id(&id) else {
-        return pages::done(&s, Err(bad_id(&id)), "/documents");
+    let (uuid, back) = match target(&s, &id, perm, what) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let reason = f.text("reason");
     if enable && reason.is_empty() {
@@ -160,12 +168,9 @@ pub(super) async fn extend_retention(
     Path(id): Path<String>,
     f: Fields,
 ) -> Response {
-    let back = format!("/documents/{}", enc(&id));
-    if !s.can(Permission::Protect) {
-        return pages::not_allowed(&s, "extend a retention", &back);
-    }
-    let Ok(uuid) = parse_id(&id) else {
-        return pages::done(&s, Err(bad_id(&id)), "/documents");
+    let (uuid, back) = match target(&s, &id, Permission::Protect, "extend a retention") {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let until = match retain_until_of(&f.text("retain_until")) {
         Ok(u) => u,
@@ -188,12 +193,9 @@ pub(super) async fn extend_retention(
 
 /// `POST /documents/{id}/restore`: `days` the staged copy stays readable.
 pub(super) async fn restore(State(state): State<UiState>, s: Sess, Path(id): Path<String>, f: Fields) -> Response {
-    let back = format!("/documents/{}", enc(&id));
-    if !s.can(Permission::Restore) {
-        return pages::not_allowed(&s, "restore archived content", &back);
-    }
-    let Ok(uuid) = parse_id(&id) else {
-        return pages::done(&s, Err(bad_id(&id)), "/documents");
+    let (uuid, back) = match target(&s, &id, Permission::Restore, "restore archived content") {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let days = match f.get("days").map(str::parse::<u32>) {
         None => 7,
