@@ -85,16 +85,7 @@ async fn one_port_login_upload_search_and_reconcile_after_sigkill() {
         .unwrap();
     let mut s = Standalone::start(&data, &log, port);
     s.wait_ready(&c).await;
-    let login: Value = c
-        .post(format!("{}/api/v1/auth/token", s.base))
-        .form(&[("grant_type", "password"), ("username", "admin"), ("password", "standalone-test-pw")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let token = support::password_token(&c, &s.base, "admin", "standalone-test-pw").await;
 
     // Every part of the routing table answers on the one port.
     let jwks = c.get(format!("{}/.well-known/jwks.json", s.base)).send().await.unwrap();
@@ -149,7 +140,6 @@ async fn one_port_login_upload_search_and_reconcile_after_sigkill() {
     drop(s);
     let s = Standalone::start(&data, &log, port);
     s.wait_ready(&c).await;
-    let token = login["access_token"].as_str().unwrap();
-    wait_total(&c, &s, token, "omega", 5, &log).await;
-    wait_total(&c, &s, token, "contract", 1, &log).await;
+    wait_total(&c, &s, &token, "omega", 5, &log).await;
+    wait_total(&c, &s, &token, "contract", 1, &log).await;
 }

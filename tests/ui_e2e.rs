@@ -187,24 +187,8 @@ async fn forms_need_the_csrf_token_and_the_cookie_is_locked_down() {
     assert_eq!(r.status(), 403);
     let r = policy("with-token", Some(&csrf)).await.unwrap();
     assert_eq!(r.status(), 303);
-    let token: serde_json::Value = c
-        .post(format!("{}/api/v1/auth/token", s.base))
-        .form(&[("grant_type", "password"), ("username", "admin"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let policies: serde_json::Value = c
-        .get(format!("{}/api/v1/retention-policies", s.base))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = support::password_token(&c, &s.base, "admin", PASSWORD).await;
+    let policies = support::get_json(&c, &format!("{}/api/v1/retention-policies", s.base), &token).await;
     let names: Vec<&str> = policies["items"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(names, ["with-token"], "only the post with the token created a policy");
 

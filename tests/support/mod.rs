@@ -81,6 +81,25 @@ impl Drop for Element {
 }
 
 /// Uploads one file with extra form fields; returns the status and body.
+/// An access token from the admin's token endpoint at `base` (password grant).
+pub async fn password_token(client: &reqwest::Client, base: &str, user: &str, password: &str) -> String {
+    let v: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/token"))
+        .form(&[("grant_type", "password"), ("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap_or_else(|| panic!("no access token: {v}")).to_owned()
+}
+
+/// GET `url` with `token` and read the JSON answer.
+pub async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn upload(
     client: &reqwest::Client,
     base: &str,
