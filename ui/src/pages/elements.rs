@@ -316,8 +316,9 @@ async fn list(State(state): State<UiState>, s: Sess) -> Response {
         }
         (mode_table())
         p.muted {
-            "Health and free space come from the elements' heartbeats as the admin cluster last saw them; "
-            "an element's own readiness checks and document counts are not part of the public API."
+            "Health, reported mode and free space are what the admin cluster last heard from each element "
+            "(its heartbeat in Redis, or the admin's own probe of its readiness every two seconds); "
+            "document counts and background workers are on the dashboard."
         }
         @if admin {
             h2 { "Register an element" }
