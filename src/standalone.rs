@@ -99,6 +99,7 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let element = Element::build(element_cfg, verifier.clone(), clock).await?;
     register_standalone_element(&node, &element_url, element.store.mode().as_str()).await?;
     let bus = element.bus.clone();
+    let element_health = element.health.clone();
     let element_task = tokio::spawn(element.run(element_listener, shutdown_signal()));
     let elements = format!("{STANDALONE_ELEMENT_ID}={element_url}");
 
@@ -160,6 +161,15 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         Some(a) => Some(serve_extra(a, query.router.clone()).await?),
         None => None,
     };
+
+    // The one port's readiness is every role's.
+    let roles = vec![
+        ("admin", admin.health.clone()),
+        ("element", element_health),
+        ("ingester", ingester.health.clone()),
+        ("query", query.health.clone()),
+    ];
+    routes.set(Target::Admin, artstore_shared::health::combined_ready(roles).fallback_service(admin.router.clone()));
 
     // The web UI, a client of the same port.
     let ui = artstore_ui::UiState::new(artstore_ui::UiConfig { api: public.clone(), secure_cookies: false })?;

@@ -122,6 +122,11 @@ async fn one_port_login_upload_search_and_reconcile_after_sigkill() {
         .await
         .unwrap();
     assert_eq!(patched.status(), 200, "{}", patched.text().await.unwrap());
+    let ready: Value = c.get(format!("{}/health/ready", s.base)).send().await.unwrap().json().await.unwrap();
+    for role in ["admin", "element", "ingester", "query"] {
+        assert!(ready["roles"][role]["status"].is_string(), "{role} missing from the one port's readiness: {ready}");
+    }
+    assert_eq!(ready["roles"]["element"]["element"]["id"], "standalone", "{ready}");
     let missing = c.get(format!("{}/api/v1/no-such-thing", s.base)).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.headers()["content-type"], "application/problem+json");

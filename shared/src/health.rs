@@ -203,14 +203,15 @@ pub fn router(health: Health) -> Router {
         .with_state(health)
 }
 
-async fn ready(State(h): State<Health>) -> Response {
+/// Readiness of one service: (ready, degraded, the `/health/ready` body).
+fn report(h: &Health) -> (bool, bool, serde_json::Value) {
     let checks = h.inner.checks.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let ready = checks.values().all(|c| !matches!(c, Check::NotReady(_)));
     let degraded = checks.values().any(|c| matches!(c, Check::Degraded(_)));
     let info: Vec<(String, InfoFn)> =
         h.inner.info.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, f)| (k.clone(), f.clone())).collect();
     let mut body = serde_json::json!({
-        "status": if !ready { "not_ready" } else if degraded { "degraded" } else { "ready" },
+        "status": status_word(ready, degraded),
         "checks": checks.iter().map(|(k, v)| (k.clone(), match v {
             Check::Ready => serde_json::json!({"status": "ready"}),
             Check::Degraded(r) => serde_json::json!({"status": "degraded", "reason": r}),
@@ -220,8 +221,44 @@ async fn ready(State(h): State<Health>) -> Response {
     for (k, f) in info {
         body[k] = f();
     }
+    (ready, degraded, body)
+}
+
+fn status_word(ready: bool, degraded: bool) -> &'static str {
+    if !ready {
+        "not_ready"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ready"
+    }
+}
+
+async fn ready(State(h): State<Health>) -> Response {
+    let (ready, _, body) = report(&h);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
+}
+
+/// `/health/ready` of several services in one process (standalone): ready when every one
+/// is; the body names each service's own report under `roles`.
+pub fn combined_ready(roles: Vec<(&'static str, Health)>) -> Router {
+    Router::new().route(
+        "/health/ready",
+        get(move || {
+            let reports: Vec<_> = roles.iter().map(|(name, h)| (*name, report(h))).collect();
+            async move {
+                let ready = reports.iter().all(|(_, (r, _, _))| *r);
+                let degraded = reports.iter().any(|(_, (_, d, _))| *d);
+                let body = serde_json::json!({
+                    "status": status_word(ready, degraded),
+                    "roles": reports.into_iter().map(|(n, (_, _, b))| (n.to_owned(), b)).collect::<serde_json::Map<_, _>>(),
+                });
+                let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (status, axum::Json(body)).into_response()
+            }
+        }),
+    )
 }
 
 async fn metrics(State(h): State<Health>) -> Response {
@@ -233,6 +270,23 @@ async fn metrics(State(h): State<Health>) -> Response {
 mod tests {
     use super::*;
     use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn combined_readiness_needs_every_role() {
+        let (a, b) = (Health::new(), Health::new());
+        b.set_degraded("cache", "catching up");
+        let app = combined_ready(vec![("admin", a.clone()), ("element", b.clone())]);
+        let get = || axum::http::Request::get("/health/ready").body(axum::body::Body::empty()).unwrap();
+        let r = app.clone().oneshot(get()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], "degraded");
+        assert_eq!(v["roles"]["element"]["checks"]["cache"]["reason"], "catching up");
+        assert_eq!(v["roles"]["admin"]["status"], "ready");
+        a.set_not_ready("raft", "no leader");
+        assert_eq!(app.oneshot(get()).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[tokio::test]
     async fn ready_flips_with_components() {
