@@ -185,6 +185,13 @@ impl Drop for PrivateKafka {
     }
 }
 
+/// The last lines of a log that are not request lines, for a failure message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("\"message\":\"request\"")).collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 async fn events_check(client: &reqwest::Client, base: &str) -> String {
     let v: serde_json::Value = client.get(format!("{base}/health/ready")).send().await.unwrap().json().await.unwrap();
     v["checks"]["events"]["status"].as_str().unwrap_or_default().to_owned()
@@ -226,11 +233,25 @@ async fn broker_stopped_and_restarted_mid_ingest() {
     }
     let acked = acked.lock().unwrap().clone();
     let missing = missing_on_topic(&brokers, &topic, &acked, 90).await;
-    assert!(missing.is_empty(), "{} of {} acknowledged changes never reached the topic", missing.len(), acked.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged changes never reached the topic; events: {}; element log (tail):\n{}",
+        missing.len(),
+        acked.len(),
+        events_check(&client, &e.base).await,
+        log_tail(&s.log)
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while events_check(&client, &e.base).await != "ready" {
         assert!(Instant::now() < deadline, "events never became ready again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("{} acknowledged changes ({during} while the broker was down), all on the topic", acked.len());
+    for l in std::fs::read_to_string(&s.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("outbox") || l.contains("kafka producer"))
+    {
+        println!("{l}");
+    }
 }

@@ -273,8 +273,14 @@ pub fn parse_kafka_options(s: &str) -> Result<BTreeMap<String, String>, String> 
 /// kept per partition across retries) and consumer groups that commit only when told.
 pub struct KafkaBus {
     settings: KafkaSettings,
-    producer: rdkafka::producer::FutureProducer,
+    /// Replaced when it failed for good or kept failing (see [`KafkaBus::publish`]).
+    producer: std::sync::RwLock<rdkafka::producer::FutureProducer>,
+    /// Since when every publish failed (None: the last one succeeded).
+    failing_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// A producer that has failed every publish for this long is replaced by a new one.
+const REPLACE_FAILING_PRODUCER_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -289,13 +295,43 @@ impl KafkaBus {
     /// A producer for the topic (nothing is contacted yet: a broker that is down now only
     /// makes publishing fail until it is back).
     pub fn new(settings: KafkaSettings) -> Result<Self, BusError> {
+        let producer = Self::producer(&settings)?;
+        Ok(Self { settings, producer: std::sync::RwLock::new(producer), failing_since: Default::default() })
+    }
+
+    fn producer(settings: &KafkaSettings) -> Result<rdkafka::producer::FutureProducer, BusError> {
         let mut c = settings.client_config();
         c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", settings.publish_timeout.as_millis().to_string())
             .set("linger.ms", "5");
-        let producer = c.create().map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(Self { settings, producer })
+        c.create().map_err(|e| BusError::Config(e.to_string()))
+    }
+
+    /// After a failed publish. An idempotent producer can be left unable to send for good:
+    /// librdkafka declares a fatal error, or (seen with a broker restarted while the producer
+    /// was still acquiring its producer id under load) it keeps retrying a broker state that
+    /// no longer exists and every send times out. Either way it is replaced by a new
+    /// producer (a new producer id) — at once when fatal, after
+    /// [`REPLACE_FAILING_PRODUCER_AFTER`] of failures otherwise. The caller resends the whole
+    /// batch from its WAL; consumers take duplicates idempotently.
+    fn after_failure(&self, used: &rdkafka::producer::FutureProducer) {
+        use rdkafka::producer::Producer as _;
+        let now = std::time::Instant::now();
+        let mut since = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *since.get_or_insert(now);
+        let fatal = used.client().fatal_error();
+        if fatal.is_none() && now.duration_since(first) < REPLACE_FAILING_PRODUCER_AFTER {
+            return;
+        }
+        match Self::producer(&self.settings) {
+            Ok(fresh) => {
+                tracing::warn!(fatal = ?fatal, failing_for = ?now.duration_since(first), "kafka producer replaced by a new one");
+                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                *since = Some(now);
+            }
+            Err(e) => tracing::error!(error = %e, "a failing kafka producer cannot be replaced"),
+        }
     }
 
     /// The settings in use.
@@ -312,17 +348,20 @@ impl EventBus for KafkaBus {
             events.iter().map(|e| (e.key(), serde_json::to_vec(e).unwrap_or_default())).collect();
         // Enqueued in order (each future enqueues on its first poll, and join_all polls in
         // order); the idempotent producer keeps that order per partition across retries.
+        let producer = self.producer.read().unwrap_or_else(|e| e.into_inner()).clone();
         let sends = encoded.iter().map(|(k, v)| {
-            self.producer.send(
+            producer.send(
                 FutureRecord::to(&self.settings.topic).key(k.as_str()).payload(v.as_slice()),
                 rdkafka::util::Timeout::After(self.settings.publish_timeout),
             )
         });
         for r in futures_util::future::join_all(sends).await {
             if let Err((e, _)) = r {
+                self.after_failure(&producer);
                 return Err(BusError::Unavailable(e.to_string()));
             }
         }
+        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(())
     }
 
