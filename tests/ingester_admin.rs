@@ -4,6 +4,8 @@
 //! at the admin. An element is switched to `ro` through the admin while clients upload: no
 //! upload fails, and every upload after the switch lands on the other element.
 
+mod support;
+
 use artstore_admin::config::AdminConfig;
 use artstore_admin::network::Faults;
 use artstore_admin::server::AdminServer;
@@ -91,16 +93,7 @@ async fn element_switched_to_ro_through_the_admin_mid_run() {
     tokio::spawn(server.run(al, std::future::pending()));
     node.wait_ready(Duration::from_secs(30)).await.unwrap();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let login: Value = http
-        .post(format!("{admin}/api/v1/auth/token"))
-        .form(&[("grant_type", "password"), ("username", "admin"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
+    let token = support::password_token(&http, &admin, "admin", PASSWORD).await;
 
     let a = serve_element(dir.path(), "se-a", &admin, &redis_url).await;
     let b = serve_element(dir.path(), "se-b", &admin, &redis_url).await;
