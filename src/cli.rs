@@ -188,9 +188,18 @@ pub struct AdminArgs {
     /// Failed logins allowed per user within the window (default 5).
     #[arg(long, env = "ARTSTORE_LOGIN_MAX_FAILURES")]
     pub login_max_failures: Option<u32>,
-    /// Raft heartbeat interval in milliseconds (default 150).
+    /// Raft heartbeat interval in milliseconds (default 50).
     #[arg(long, env = "ARTSTORE_RAFT_HEARTBEAT_MS")]
     pub raft_heartbeat_ms: Option<u64>,
+    /// Shortest election timeout in milliseconds (default 250).
+    #[arg(long, env = "ARTSTORE_RAFT_ELECTION_MIN_MS")]
+    pub raft_election_min_ms: Option<u64>,
+    /// Longest election timeout and leader lease in milliseconds (default 500).
+    #[arg(long, env = "ARTSTORE_RAFT_ELECTION_MAX_MS")]
+    pub raft_election_max_ms: Option<u64>,
+    /// Log entries between snapshots (default 10000).
+    #[arg(long, env = "ARTSTORE_RAFT_SNAPSHOT_EVERY")]
+    pub raft_snapshot_every: Option<u64>,
     /// PEM certificate chain; with --tls-key the node speaks HTTPS (peers are https:// URLs).
     #[arg(long, env = "ARTSTORE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -226,6 +235,9 @@ impl AdminArgs {
             key_grace_secs,
             login_max_failures,
             raft_heartbeat_ms,
+            raft_election_min_ms,
+            raft_election_max_ms,
+            raft_snapshot_every,
             log_format
         );
         cfg
@@ -798,8 +810,17 @@ key_grace_secs = 172800
 login_max_failures = 5
 login_max_failures_per_address = 20
 login_window_secs = 300
-# Raft heartbeat, milliseconds; elections time out after 4-8 heartbeats. ARTSTORE_RAFT_HEARTBEAT_MS
-raft_heartbeat_ms = 150
+# Raft timing, milliseconds. A follower that hears nothing from the leader for a random time
+# between the election bounds stands for election; the upper bound is also the leader's lease.
+# Failover takes about the upper bound plus one commit. Raise all three across sites.
+# ARTSTORE_RAFT_HEARTBEAT_MS, ARTSTORE_RAFT_ELECTION_MIN_MS, ARTSTORE_RAFT_ELECTION_MAX_MS
+raft_heartbeat_ms = 50
+raft_election_min_ms = 250
+raft_election_max_ms = 500
+# Log entries between snapshots (a snapshot holds the live state only). ARTSTORE_RAFT_SNAPSHOT_EVERY
+raft_snapshot_every = 10000
+# Audit entries per segment file of the chain (state/audit/).
+audit_segment_entries = 32768
 # Milliseconds a write waits for its commit before answering 503 (quorum lost).
 write_timeout_ms = 5000
 # HTTPS (rustls): certificate chain and key; peers are then https:// URLs. A private CA to

@@ -263,14 +263,14 @@ async fn mode_changes_are_committed_only_after_the_element_confirms() {
     );
     let r = post("/api/v1/elements".into(), json!({"id": "se-2", "url": dead})).await.unwrap();
     assert_eq!(r.status(), 201);
-    let audit_before = env.node.read(|s| s.audit.len());
+    let audit_before = env.node.read(|s| s.audit_head.seq);
     let r = post("/api/v1/elements/se-2/mode".into(), json!({"mode": "ro"})).await.unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["type"], "https://artstore.dev/problems/element-unreachable", "{body}");
     assert!(body["detail"].as_str().unwrap().contains("se-2"), "{body}");
     assert_eq!(env.node.read(|s| s.elements["se-2"].mode.clone()), "edit");
-    assert_eq!(env.node.read(|s| s.audit.len()), audit_before, "no change, no audit entry");
+    assert_eq!(env.node.read(|s| s.audit_head.seq), audit_before, "no change, no audit entry");
     // The registry lists both; without Redis the admin probes each element itself: se-1
     // answers (with its mode and space), se-2 does not.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);

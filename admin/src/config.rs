@@ -45,8 +45,20 @@ pub struct AdminConfig {
     pub login_max_failures_per_address: u32,
     /// The rate-limit window in seconds.
     pub login_window_secs: u64,
-    /// Raft heartbeat interval in milliseconds (elections time out after 4-8 of these).
+    /// Raft heartbeat interval in milliseconds.
     pub raft_heartbeat_ms: u64,
+    /// A follower that heard nothing from the leader for a random time between these two
+    /// (milliseconds) stands for election. The upper bound is also the leader's lease: a
+    /// node refuses to vote while it heard from a leader within it. Failover takes about
+    /// the upper bound plus one commit; spurious elections need `min / heartbeat` heartbeats
+    /// lost in a row. The defaults suit loopback and a LAN; raise them across sites.
+    pub raft_election_min_ms: u64,
+    /// See `raft_election_min_ms`.
+    pub raft_election_max_ms: u64,
+    /// A snapshot is taken after this many log entries; the log keeps about this many.
+    pub raft_snapshot_every: u64,
+    /// Audit entries per segment file of the chain.
+    pub audit_segment_entries: u64,
     /// Milliseconds a write waits for its commit before answering 503 (quorum lost).
     pub write_timeout_ms: u64,
     /// The `admin` user's password at the first start of a fresh cluster. Prefer the
@@ -85,7 +97,11 @@ impl Default for AdminConfig {
             login_max_failures: 5,
             login_max_failures_per_address: 20,
             login_window_secs: 300,
-            raft_heartbeat_ms: 150,
+            raft_heartbeat_ms: 50,
+            raft_election_min_ms: 250,
+            raft_election_max_ms: 500,
+            raft_snapshot_every: 10_000,
+            audit_segment_entries: crate::audit_log::DEFAULT_PER_SEGMENT,
             write_timeout_ms: 5000,
             admin_password: None,
             tls_cert: None,

@@ -4,7 +4,8 @@
 //!
 //! - [`types`]: the Raft type configuration, requests and responses.
 //! - [`state`]: the replicated state and the deterministic apply, incl. the audit chain.
-//! - [`log_store`]: the durable Raft log; [`sm`]: the state machine and its snapshots.
+//! - [`log_store`]: the durable Raft log; [`sm`]: the state machine and its snapshots;
+//!   [`audit_log`]: the audit chain's append-only segment files.
 //! - [`network`]: Raft RPCs over HTTP with fault injection for tests.
 //! - [`node`]: one running node; [`api`]: the HTTP API; [`discovery`]: Redis publication.
 //! - [`verify`]: `artstore admin verify-audit`.
@@ -13,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod audit_log;
 pub mod auth;
 pub mod config;
 pub mod discovery;
@@ -38,7 +40,7 @@ mod storage_suite {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().expect("temp dir");
             let log = LogStore::open(&dir.path().join("log")).expect("log store");
-            let sm = StateMachine::open(&dir.path().join("sm")).expect("state machine");
+            let sm = StateMachine::open(&dir.path().join("sm"), 4).expect("state machine");
             Ok((dir, log, sm))
         }
     }

@@ -1,12 +1,16 @@
 //! Raft RPCs over HTTP between admin nodes (`POST /raft/{append,vote,snapshot}`, JSON), with
-//! an optional shared cluster secret and a fault-injection switch for tests.
+//! an optional shared cluster secret and a fault-injection switch for tests; and the other
+//! node-to-node calls under the same secret: `GET /raft/audit` (a range of the audit chain,
+//! for a node filling a gap) and `POST /raft/login` (the leader's cluster-wide count of
+//! failed logins).
 
 use crate::types::{NodeId, Raft, TypeConfig};
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -14,8 +18,8 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -155,6 +159,7 @@ pub struct RaftRpc {
     pub raft: Raft,
     pub secret: Option<String>,
     pub faults: Faults,
+    pub node: Arc<crate::node::Node>,
 }
 
 impl RaftRpc {
@@ -180,6 +185,8 @@ pub fn routes(rpc: RaftRpc) -> axum::Router {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .route("/raft/audit", get(audit))
+        .route("/raft/login", post(login))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(rpc)
 }
@@ -211,4 +218,62 @@ async fn snapshot(
         return r.into_response();
     }
     Json(s.raft.install_snapshot(req).await).into_response()
+}
+
+/// Most audit entries one `/raft/audit` call answers.
+pub const AUDIT_PAGE: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+struct AuditRange {
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn audit(State(s): State<RaftRpc>, headers: HeaderMap, Query(q): Query<AuditRange>) -> Response {
+    if let Err(r) = s.admit(&headers) {
+        return r.into_response();
+    }
+    let sm = s.node.sm.clone();
+    let limit = q.limit.unwrap_or(AUDIT_PAGE).clamp(1, AUDIT_PAGE);
+    match tokio::task::spawn_blocking(move || sm.read_audit(q.after, limit)).await {
+        Ok(Ok(items)) => Json(items).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A login attempt's check or outcome, sent to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginReport {
+    /// The user name or client id tried.
+    pub who: String,
+    /// The client's address.
+    pub address: String,
+    /// `None`: only asks whether the attempt may go ahead; `Some(false)`: it failed;
+    /// `Some(true)`: it succeeded.
+    pub ok: Option<bool>,
+}
+
+/// The leader's answer: seconds to wait, when the attempt may not go ahead.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginVerdict {
+    pub blocked_for: Option<u64>,
+}
+
+async fn login(State(s): State<RaftRpc>, headers: HeaderMap, Json(r): Json<LoginReport>) -> Response {
+    if let Err(code) = s.admit(&headers) {
+        return code.into_response();
+    }
+    // Only the leader holds the cluster's counts; a node that lost the lead says so and
+    // the caller falls back to its own.
+    if !s.node.is_leader() {
+        return StatusCode::MISDIRECTED_REQUEST.into_response();
+    }
+    let limiter = &s.node.limiter;
+    match r.ok {
+        None => {}
+        Some(false) => limiter.failed(&r.who, &r.address),
+        Some(true) => limiter.succeeded(&r.who),
+    }
+    Json(LoginVerdict { blocked_for: limiter.blocked(&r.who, &r.address) }).into_response()
 }

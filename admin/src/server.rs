@@ -32,7 +32,7 @@ impl AdminServer {
         let health = Health::new();
         health.set_not_ready("raft", "starting");
         let node = Node::start(cfg.clone(), faults.clone()).await?;
-        let mut tasks = vec![node.spawn_chores(), spawn_health(node.clone(), health.clone())];
+        let mut tasks = vec![node.spawn_chores(), node.spawn_audit_fill(), spawn_health(node.clone(), health.clone())];
         let client = || artstore_shared::tls::client_builder(cfg.tls_ca.as_deref());
         match &cfg.redis {
             Some(url) => tasks.push(crate::discovery::spawn(node.clone(), url.clone(), Duration::from_secs(1))),
@@ -50,7 +50,13 @@ impl AdminServer {
                 client()?.timeout(Duration::from_secs(120)).connect_timeout(Duration::from_secs(2)).build()?,
             ),
         };
-        let rpc = RaftRpc { me: node.id, raft: node.raft.clone(), secret: cfg.cluster_secret.clone(), faults };
+        let rpc = RaftRpc {
+            me: node.id,
+            raft: node.raft.clone(),
+            secret: cfg.cluster_secret.clone(),
+            faults,
+            node: node.clone(),
+        };
         let router =
             artstore_shared::telemetry::instrument(api::router(state), health.clone()).merge(network::routes(rpc));
         Ok(AdminServer { node, router, health, tasks })

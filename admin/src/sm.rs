@@ -1,10 +1,25 @@
-//! The state machine: the [`State`] in memory, its snapshot on disk, and the audit chain
-//! mirrored to an append-only `audit.jsonl` that `verify-audit` reads without a running node.
+//! The state machine: the [`State`] in memory, its snapshot on disk, and the audit chain in
+//! its own append-only segments ([`crate::audit_log`]).
 //!
 //! Durability comes from the log: on start the last snapshot is loaded and openraft re-applies
-//! the committed entries after it (the log store keeps the committed id). Snapshots are
-//! written through a temp file, fsynced and renamed, before openraft may purge the log.
+//! the committed entries after it (the log store keeps the committed id). The audit entries
+//! an apply produces are appended and synced before the apply returns; re-applying a change
+//! whose entry is already on disk regenerates the identical entry, which is skipped.
+//!
+//! Snapshots hold the live state only (users, accounts, policies, elements, keys and the
+//! chain's head), so their size follows the live state, not the history. The copy a snapshot
+//! is built from is taken in O(1) between two applies (the state's maps are persistent
+//! maps); serialising and syncing it runs in openraft's snapshot task, off the apply path.
+//! Snapshots are written through a temp file, fsynced and renamed, before openraft may purge
+//! the log.
+//!
+//! A node whose segments end before the state's head (it installed a snapshot from the
+//! leader, or lost its segments) is missing part of the chain: [`StateMachine::audit_gap`]
+//! says which part, a node task fetches it from a peer and [`StateMachine::fill_audit`]
+//! checks every link and the head the state names before appending. Entries applied
+//! meanwhile wait in memory behind the gap (the log and the peers still hold them).
 
+use crate::audit_log::{AUDIT_DIR, AuditHead, AuditLog, AuditLogError};
 use crate::log_store::write_atomic;
 use crate::state::{AuditEntry, State};
 use crate::types::{Entry, LogId, NodeId, Response, StorageError, TypeConfig};
@@ -14,13 +29,15 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead as _, Cursor, Write as _};
+use std::io::{BufRead as _, Cursor};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
-/// The audit chain as JSON lines, one entry each.
-pub const AUDIT_FILE: &str = "audit.jsonl";
+/// The audit chain as one JSON-lines file, as nodes kept it before the segments; moved
+/// into the segments on start.
+pub const LEGACY_AUDIT_FILE: &str = "audit.jsonl";
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,76 +52,23 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// The segments and the entries waiting behind a gap.
+struct AuditSink {
+    log: AuditLog,
+    /// Entries applied here after a gap in the segments, in order; appended once the gap is
+    /// filled.
+    waiting: Vec<AuditEntry>,
+}
+
 /// Shared between the Raft task and the HTTP handlers, which read [`StateMachine::read`].
 pub struct Shared {
     dir: PathBuf,
     data: RwLock<SmData>,
-    audit_file: Mutex<AuditWriter>,
-    snapshot_seq: Mutex<u64>,
+    audit: Mutex<AuditSink>,
+    /// Held while a snapshot file is written; the index of the one on disk.
+    snapshot_file: Mutex<Option<LogId>>,
+    snapshot_seq: AtomicU64,
     applied: tokio::sync::watch::Sender<u64>,
-}
-
-struct AuditWriter {
-    path: PathBuf,
-    last_seq: u64,
-}
-
-impl AuditWriter {
-    fn open(path: PathBuf) -> std::io::Result<Self> {
-        let mut last_seq = 0;
-        let mut valid = 0u64;
-        if let Ok(f) = std::fs::File::open(&path) {
-            let mut r = std::io::BufReader::new(f);
-            let mut line = String::new();
-            while r.read_line(&mut line)? > 0 {
-                if !line.ends_with('\n') {
-                    break;
-                }
-                match serde_json::from_str::<AuditEntry>(&line) {
-                    Ok(e) => last_seq = e.seq,
-                    Err(_) => break,
-                }
-                valid += line.len() as u64;
-                line.clear();
-            }
-            // A torn last line (crash mid-write) is cut off; it is re-applied from the log.
-            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-            if f.metadata()?.len() > valid {
-                f.set_len(valid)?;
-            }
-        }
-        Ok(Self { path, last_seq })
-    }
-
-    /// Appends the entries after the last one written.
-    fn append(&mut self, entries: &[AuditEntry]) -> std::io::Result<()> {
-        let new: Vec<&AuditEntry> = entries.iter().filter(|e| e.seq > self.last_seq).collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for e in &new {
-            serde_json::to_writer(&mut buf, e)?;
-            buf.push(b'\n');
-        }
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&self.path)?;
-        f.write_all(&buf)?;
-        self.last_seq = new.last().map_or(self.last_seq, |e| e.seq);
-        Ok(())
-    }
-
-    /// Replaces the file with the whole chain (after installing a snapshot).
-    fn rewrite(&mut self, entries: &[AuditEntry]) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        for e in entries {
-            serde_json::to_writer(&mut buf, e)?;
-            buf.push(b'\n');
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        write_atomic(dir, AUDIT_FILE, &buf, true)?;
-        self.last_seq = entries.last().map_or(0, |e| e.seq);
-        Ok(())
-    }
 }
 
 /// The state machine handed to openraft; clones share one state.
@@ -127,17 +91,16 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
     StorageIOError::new(ErrorSubject::Snapshot(None), verb, openraft::AnyError::new(&e)).into()
 }
 
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
 /// Reads the snapshot file of `dir`, if any.
 fn load_snapshot(dir: &Path) -> std::io::Result<Option<StoredSnapshot>> {
     match std::fs::read(dir.join(SNAPSHOT_FILE)) {
         Ok(b) => {
             // First line: the metadata; the rest: the state machine's JSON.
-            let bad = |why: String| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {why}", dir.join(SNAPSHOT_FILE).display()),
-                )
-            };
+            let bad = |why: String| invalid(format!("{}: {why}", dir.join(SNAPSHOT_FILE).display()));
             let nl = b.iter().position(|&c| c == b'\n').ok_or_else(|| bad("no metadata line".to_owned()))?;
             let meta = serde_json::from_slice(&b[..nl]).map_err(|e| bad(e.to_string()))?;
             Ok(Some(StoredSnapshot { meta, data: b[nl + 1..].to_vec() }))
@@ -147,27 +110,142 @@ fn load_snapshot(dir: &Path) -> std::io::Result<Option<StoredSnapshot>> {
     }
 }
 
+/// Writes a snapshot file: the metadata line, then the data.
+fn write_snapshot(dir: &Path, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(meta)?;
+    out.push(b'\n');
+    out.extend_from_slice(bytes);
+    write_atomic(dir, SNAPSHOT_FILE, &out, true)
+}
+
+/// The entries of the legacy `audit.jsonl` up to the first unreadable line.
+fn read_legacy_file(path: &Path) -> std::io::Result<Vec<AuditEntry>> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        match serde_json::from_str::<AuditEntry>(&line?) {
+            Ok(e) => out.push(e),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+impl AuditSink {
+    /// Appends the entries that continue the segments; skips the ones already there (a
+    /// replay after a restart) and keeps the ones after a gap waiting.
+    fn record(&mut self, fresh: Vec<AuditEntry>) -> Result<(), AuditLogError> {
+        let head = self.log.head().clone();
+        // The sequence number the next entry must have to be written or to wait.
+        let mut next = self.waiting.last().map_or(head.seq, |w| w.seq) + 1;
+        let mut now = Vec::new();
+        for e in fresh {
+            if e.seq == head.seq && e.hash != head.hash {
+                let why =
+                    format!("re-applying entry {} gave hash {} where the segments hold {}", e.seq, e.hash, head.hash);
+                return Err(AuditLogError::Corrupt { path: self.log.dir().to_owned(), why });
+            }
+            if e.seq < next {
+                continue;
+            }
+            next = e.seq + 1;
+            if self.waiting.is_empty() && e.seq == head.seq + 1 + now.len() as u64 {
+                now.push(e);
+            } else {
+                self.waiting.push(e);
+            }
+        }
+        self.log.append(&now)
+    }
+
+    /// Appends entries fetched from a peer after checking each link and, at `anchor`'s
+    /// sequence number, its hash; then the waiting entries once they follow. Answers how many
+    /// entries were appended.
+    fn fill(&mut self, fetched: &[AuditEntry], anchor: &AuditHead) -> Result<usize, AuditLogError> {
+        let mut head = self.log.head().clone();
+        let start = head.seq;
+        let mut take = Vec::new();
+        for e in fetched.iter().skip_while(|e| e.seq <= start) {
+            let anchored = e.seq != anchor.seq || e.hash == anchor.hash;
+            if !head.links(e) || !anchored || self.waiting.first().is_some_and(|w| w.seq <= e.seq) {
+                break;
+            }
+            head = AuditHead::of(e);
+            take.push(e.clone());
+        }
+        self.log.append(&take)?;
+        let mut n = take.len();
+        if self.waiting.first().is_some_and(|w| self.log.head().links(w)) {
+            let waiting = std::mem::take(&mut self.waiting);
+            n += waiting.len();
+            self.log.append(&waiting)?;
+        }
+        Ok(n)
+    }
+}
+
 impl StateMachine {
-    /// Opens the state machine in `dir`, starting from its last snapshot.
-    pub fn open(dir: &Path) -> std::io::Result<StateMachine> {
+    /// Opens the state machine in `dir`, starting from its last snapshot, with
+    /// `per_segment` audit entries per segment file. A data folder of the format before
+    /// the segments (the chain in the snapshot and in `audit.jsonl`) is migrated.
+    pub fn open(dir: &Path, per_segment: u64) -> std::io::Result<StateMachine> {
         std::fs::create_dir_all(dir)?;
-        let data = match load_snapshot(dir)? {
-            Some(s) => serde_json::from_slice::<SmData>(&s.data)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("snapshot data: {e}")))?,
+        let stored = load_snapshot(dir)?;
+        let mut data = match &stored {
+            Some(s) => serde_json::from_slice::<SmData>(&s.data).map_err(|e| invalid(format!("snapshot data: {e}")))?,
             None => SmData::default(),
         };
-        let mut audit = AuditWriter::open(dir.join(AUDIT_FILE))?;
-        // The file may lag the snapshot (it is not fsynced per entry); fill it in.
-        if audit.last_seq < data.state.audit.last().map_or(0, |e| e.seq) {
-            audit.rewrite(&data.state.audit)?;
+        let log = AuditLog::open(&dir.join(AUDIT_DIR), per_segment).map_err(invalid)?;
+        let mut sink = AuditSink { log, waiting: Vec::new() };
+
+        // Migration: the old file first (it may run ahead of the snapshot), then the chain
+        // the old snapshot held; the snapshot is rewritten without it.
+        let legacy_file = dir.join(LEGACY_AUDIT_FILE);
+        let from_file = read_legacy_file(&legacy_file)?;
+        let legacy_snapshot = std::mem::take(&mut data.state.legacy_audit);
+        if let Some(last) = legacy_snapshot.last() {
+            data.state.audit_head = AuditHead::of(last);
         }
+        for chain in [&from_file, &legacy_snapshot] {
+            let before = sink.log.head().seq;
+            let anchor = data.state.audit_head.clone();
+            sink.fill(chain, &anchor).map_err(invalid)?;
+            let moved = sink.log.head().seq - before;
+            if moved > 0 {
+                tracing::info!(entries = moved, to = %sink.log.dir().display(), "moved audit entries into segments");
+            }
+        }
+        if !legacy_snapshot.is_empty()
+            && let Some(s) = &stored
+        {
+            let bytes = serde_json::to_vec(&data)?;
+            write_snapshot(dir, &s.meta, &bytes)?;
+        }
+        if std::fs::exists(&legacy_file)? {
+            std::fs::remove_file(&legacy_file)?;
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        if sink.log.head().seq < data.state.audit_head.seq {
+            tracing::warn!(
+                have = sink.log.head().seq,
+                want = data.state.audit_head.seq,
+                "audit segments end before the state's head; the rest will be fetched from a peer"
+            );
+        }
+
         let applied = data.last_applied.map_or(0, |l| l.index);
+        let on_disk = stored.and_then(|s| s.meta.last_log_id);
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 dir: dir.to_owned(),
                 data: RwLock::new(data),
-                audit_file: Mutex::new(audit),
-                snapshot_seq: Mutex::new(0),
+                audit: Mutex::new(sink),
+                snapshot_file: Mutex::new(on_disk),
+                snapshot_seq: AtomicU64::new(0),
                 applied: tokio::sync::watch::channel(applied).0,
             }),
         })
@@ -183,40 +261,84 @@ impl StateMachine {
         self.shared.applied.subscribe()
     }
 
-    fn snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (bytes, meta) = {
-            let d = self.shared.data.read().unwrap_or_else(|e| e.into_inner());
-            let bytes = serde_json::to_vec(&*d).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            let mut seq = self.shared.snapshot_seq.lock().unwrap_or_else(|e| e.into_inner());
-            *seq += 1;
-            let id = match d.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, *seq),
-                None => format!("0-0-{}", *seq),
-            };
-            let meta =
-                SnapshotMeta { last_log_id: d.last_applied, last_membership: d.membership.clone(), snapshot_id: id };
-            (bytes, meta)
-        };
-        self.persist(&meta, &bytes)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    fn sink(&self) -> std::sync::MutexGuard<'_, AuditSink> {
+        self.shared.audit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last audit entry in this node's segments.
+    pub fn audit_written(&self) -> AuditHead {
+        self.sink().log.head().clone()
+    }
+
+    /// The folder of the audit segments.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.shared.dir.join(AUDIT_DIR)
+    }
+
+    /// Up to `limit` audit entries after `after`, from the segments (blocking file reads).
+    pub fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AuditLogError> {
+        let until = self.audit_written().seq;
+        crate::audit_log::read_range(&self.audit_dir(), after, limit, until)
+    }
+
+    /// The part of the chain this node lacks, as (last entry it has, last entry it needs).
+    pub fn audit_gap(&self) -> Option<(u64, u64)> {
+        let want = self.read(|d| d.state.audit_head.seq);
+        let sink = self.sink();
+        let have = sink.log.head().seq;
+        let until = sink.waiting.first().map_or(want, |w| w.seq - 1);
+        (have < until).then_some((have, until))
+    }
+
+    /// Appends entries fetched from a peer to fill [`StateMachine::audit_gap`]; every link is
+    /// checked, and the entry at the state's head must carry the head's hash.
+    pub fn fill_audit(&self, fetched: &[AuditEntry]) -> Result<usize, AuditLogError> {
+        let anchor = self.read(|d| d.state.audit_head.clone());
+        self.sink().fill(fetched, &anchor)
     }
 
     fn persist(&self, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> Result<(), StorageError> {
-        let mut out = serde_json::to_vec(meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        out.push(b'\n');
-        out.extend_from_slice(bytes);
-        write_atomic(&self.shared.dir, SNAPSHOT_FILE, &out, true).map_err(|e| snap_err(ErrorVerb::Write, e))
+        let mut on_disk = self.shared.snapshot_file.lock().unwrap_or_else(|e| e.into_inner());
+        // A build that finished after a newer install (or build) leaves the newer file.
+        if on_disk.is_some() && meta.last_log_id < *on_disk {
+            return Ok(());
+        }
+        write_snapshot(&self.shared.dir, meta, bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        *on_disk = meta.last_log_id;
+        Ok(())
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+/// Builds a snapshot from a copy of the state taken between two applies.
+pub struct SnapshotBuilder {
+    sm: StateMachine,
+    copy: SmData,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.snapshot_now()
+        let seq = self.sm.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let d = &self.copy;
+        let id = match d.last_applied {
+            Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
+            None => format!("0-0-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id: d.last_applied, last_membership: d.membership.clone(), snapshot_id: id };
+        let (sm, copy) = (self.sm.clone(), std::mem::take(&mut self.copy));
+        let meta2 = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec(&copy).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            sm.persist(&meta2, &bytes)?;
+            Ok::<_, StorageError>(bytes)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = StateMachine;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
         Ok(self.read(|d| (d.last_applied, d.membership.clone())))
@@ -228,32 +350,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut out = Vec::new();
-        let (audit_tail, applied) = {
+        let mut fresh = Vec::new();
+        let applied = {
             let mut d = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
-            let before = d.state.audit.len();
             for e in entries {
                 d.last_applied = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => out.push(Response::Ok(serde_json::Value::Null)),
-                    EntryPayload::Normal(req) => out.push(d.state.apply(&req)),
+                    EntryPayload::Normal(req) => out.push(d.state.apply(&req, &mut fresh)),
                     EntryPayload::Membership(m) => {
                         d.membership = StoredMembership::new(Some(e.log_id), m);
                         out.push(Response::Ok(serde_json::Value::Null));
                     }
                 }
             }
-            (d.state.audit[before.min(d.state.audit.len())..].to_vec(), d.last_applied.map_or(0, |l| l.index))
+            d.last_applied.map_or(0, |l| l.index)
         };
-        if !audit_tail.is_empty() {
-            let mut w = self.shared.audit_file.lock().unwrap_or_else(|e| e.into_inner());
-            w.append(&audit_tail).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        if !fresh.is_empty() {
+            self.sink().record(fresh).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         self.shared.applied.send_replace(applied);
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        // Called between two applies: the copy is consistent, and O(1) (persistent maps).
+        SnapshotBuilder { sm: self.clone(), copy: self.read(Clone::clone) }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -275,16 +397,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         new.last_applied = meta.last_log_id;
         new.membership = meta.last_membership.clone();
+        // A leader of the format before the segments sends the whole chain.
+        let legacy = std::mem::take(&mut new.state.legacy_audit);
+        if let Some(last) = legacy.last() {
+            new.state.audit_head = AuditHead::of(last);
+        }
+        let bytes = if legacy.is_empty() {
+            bytes
+        } else {
+            serde_json::to_vec(&new).map_err(|e| snap_err(ErrorVerb::Write, e))?
+        };
         self.persist(meta, &bytes)?;
-        let chain = new.state.audit.clone();
+        let anchor = new.state.audit_head.clone();
         let applied = new.last_applied.map_or(0, |l| l.index);
         *self.shared.data.write().unwrap_or_else(|e| e.into_inner()) = new;
-        self.shared
-            .audit_file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .rewrite(&chain)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        {
+            let mut sink = self.sink();
+            sink.waiting.clear();
+            sink.fill(&legacy, &anchor).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
         self.shared.applied.send_replace(applied);
         Ok(())
     }

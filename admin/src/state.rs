@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// The maps of the state are persistent (structure-sharing) maps: a snapshot takes a copy in
+/// O(1) and serialises it while changes go on.
+pub type Map<V> = imbl::OrdMap<String, V>;
+
 /// A person who logs in with a password.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct User {
@@ -110,6 +114,7 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+pub use crate::audit_log::AuditHead;
 pub use artstore_shared::audit_chain::{AuditEntry, GENESIS, hex};
 
 /// The whole replicated state.
@@ -122,21 +127,27 @@ pub struct State {
     #[serde(default)]
     pub audit_key: String,
     #[serde(default)]
-    pub users: BTreeMap<String, User>,
+    pub users: Map<User>,
     #[serde(default)]
-    pub service_accounts: BTreeMap<String, ServiceAccount>,
+    pub service_accounts: Map<ServiceAccount>,
     #[serde(default)]
-    pub elements: BTreeMap<String, Element>,
+    pub elements: Map<Element>,
     /// Bumped on every registry change; Redis publication compares against it.
     #[serde(default)]
     pub elements_version: u64,
     #[serde(default)]
-    pub policies: BTreeMap<String, Policy>,
+    pub policies: Map<Policy>,
     /// Oldest first; the last one not retired signs new tokens.
     #[serde(default)]
     pub keys: Vec<SigningKey>,
+    /// The audit chain's last link; the chain itself is in the audit segments
+    /// ([`crate::audit_log`]), never in the state or its snapshots.
     #[serde(default)]
-    pub audit: Vec<AuditEntry>,
+    pub audit_head: AuditHead,
+    /// The whole chain as snapshots held it before the segments; read once when such a
+    /// snapshot is opened or installed (moved into the segments), never written.
+    #[serde(default, rename = "audit", skip_serializing)]
+    pub legacy_audit: Vec<AuditEntry>,
 }
 
 /// Every change the cluster accepts.
@@ -350,11 +361,12 @@ impl State {
         self.keys.iter().rev().find(|k| k.retired_at.is_none())
     }
 
-    /// Applies one committed change. Refusals change nothing.
-    pub fn apply(&mut self, req: &Request) -> Response {
+    /// Applies one committed change; an applied change adds its audit entry to `audit`.
+    /// Refusals change nothing.
+    pub fn apply(&mut self, req: &Request, audit: &mut Vec<AuditEntry>) -> Response {
         match self.apply_op(req) {
             Ok((action, target, detail, answer)) => {
-                self.append_audit(req, action, target, detail);
+                audit.push(self.next_audit(req, action, target, detail));
                 Response::Ok(answer)
             }
             Err(r) => Response::Refused(r),
@@ -623,9 +635,10 @@ impl State {
         })
     }
 
-    fn append_audit(&mut self, req: &Request, action: &str, target: String, detail: Value) {
-        let prev = self.audit.last().map_or_else(|| GENESIS.to_owned(), |e| e.hash.clone());
-        let seq = self.audit.last().map_or(1, |e| e.seq + 1);
+    /// The audit entry of an applied change, linked to the head, which moves to it.
+    fn next_audit(&mut self, req: &Request, action: &str, target: String, detail: Value) -> AuditEntry {
+        let prev = self.audit_head.hash.clone();
+        let seq = self.audit_head.seq + 1;
         let mut e = AuditEntry {
             seq,
             at: req.at,
@@ -644,7 +657,8 @@ impl State {
         if let Some(k) = audit_keypair(&self.audit_key) {
             e.sig = B64.encode(k.sign(&digest).as_ref());
         }
-        self.audit.push(e);
+        self.audit_head = AuditHead::of(&e);
+        e
     }
 }
 
@@ -686,7 +700,33 @@ mod tests {
         Request { actor: "admin".into(), from: None, at: at("2026-01-31T00:00:00Z"), op }
     }
 
-    fn boot() -> State {
+    /// A state with the audit entries its applies produced.
+    #[derive(Clone)]
+    struct Audited {
+        state: State,
+        audit: Vec<AuditEntry>,
+    }
+
+    impl std::ops::Deref for Audited {
+        type Target = State;
+        fn deref(&self) -> &State {
+            &self.state
+        }
+    }
+
+    impl std::ops::DerefMut for Audited {
+        fn deref_mut(&mut self) -> &mut State {
+            &mut self.state
+        }
+    }
+
+    impl Audited {
+        fn apply(&mut self, r: &Request) -> Response {
+            self.state.apply(r, &mut self.audit)
+        }
+    }
+
+    fn boot() -> Audited {
         let rng = ring::rand::SystemRandom::new();
         let pk = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let now = at("2026-01-01T00:00:00Z");
@@ -699,7 +739,7 @@ mod tests {
             updated_at: now,
         };
         let key = SigningKey { kid: "k1".into(), pkcs8: String::new(), created_at: now, retired_at: None };
-        let mut s = State::default();
+        let mut s = Audited { state: State::default(), audit: Vec::new() };
         let r = s.apply(&req(Op::Bootstrap { audit_key: B64.encode(pk.as_ref()), admin, key }));
         assert!(matches!(r, Response::Ok(_)));
         s
@@ -791,6 +831,7 @@ mod tests {
         // The same requests give the same chain on another node.
         let mut replay = s.clone();
         replay.audit.truncate(1);
+        replay.state.audit_head = AuditHead::of(&replay.audit[0]);
         replay.policies.clear();
         replay.apply(&req(policy("a", "P1Y", "governance")));
         assert_eq!(replay.audit, s.audit);

@@ -54,7 +54,7 @@ async fn leader_loss_elects_a_new_leader_and_keeps_every_acknowledged_change() {
     c.wait_applied(&[leader], target).await;
     assert_eq!(policy_names(&c, leader), acked);
     // Every node holds the same audit chain, link for link.
-    let chain = |id: u64| c.nodes[&id].node.read(|s| s.audit.clone());
+    let chain = |id: u64| c.nodes[&id].node.sm.read_audit(0, usize::MAX).unwrap();
     let reference = chain(new_leader);
     assert!(reference.len() >= acked.len());
     for id in [1, 2, 3] {

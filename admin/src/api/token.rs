@@ -93,8 +93,8 @@ async fn token_inner(s: &AppState, address: &str, headers: &HeaderMap, body: &By
     }
     let field = |k: &str| f.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let node = &s.node;
-    let limited = |who: &str| {
-        node.limiter.blocked(who, address).map(|secs| {
+    let limited = async |who: &str| {
+        node.login_blocked(who, address).await.map(|secs| {
             ApiError::typed(
                 ErrorCode::TooManyRequests,
                 "too-many-failed-logins",
@@ -110,16 +110,16 @@ async fn token_inner(s: &AppState, address: &str, headers: &HeaderMap, body: &By
                 .ok_or_else(|| oauth_error(ErrorCode::BadRequest, "invalid_request", "username is missing"))?;
             let pass = field("password")
                 .ok_or_else(|| oauth_error(ErrorCode::BadRequest, "invalid_request", "password is missing"))?;
-            if let Some(e) = limited(user) {
+            if let Some(e) = limited(user).await {
                 return Err(e);
             }
             let found = node.read(|st| st.users.get(user).filter(|u| !u.disabled).cloned());
             if !verify_secret(pass, found.as_ref().map(|u| u.password_hash.clone())).await {
-                node.limiter.failed(user, address);
+                node.login_outcome(user, address, false).await;
                 tracing::warn!(user, address, "failed login");
                 return Err(oauth_error(ErrorCode::BadRequest, "invalid_grant", "wrong user name or password"));
             }
-            node.limiter.succeeded(user);
+            node.login_outcome(user, address, true).await;
             let u = found.ok_or_else(|| ApiError::internal("user vanished"))?;
             token_response(node, &Principal { subject: u.username, roles: u.roles, kind: "user" })
         }
@@ -130,16 +130,16 @@ async fn token_inner(s: &AppState, address: &str, headers: &HeaderMap, body: &By
                     oauth_error(ErrorCode::Unauthenticated, "invalid_client", "client_id and client_secret are missing")
                 })?,
             };
-            if let Some(e) = limited(&id) {
+            if let Some(e) = limited(&id).await {
                 return Err(e);
             }
             let found = node.read(|st| st.service_accounts.get(&id).filter(|a| !a.disabled).cloned());
             if !verify_secret(&secret, found.as_ref().map(|a| a.secret_hash.clone())).await {
-                node.limiter.failed(&id, address);
+                node.login_outcome(&id, address, false).await;
                 tracing::warn!(client_id = id, address, "failed client authentication");
                 return Err(oauth_error(ErrorCode::Unauthenticated, "invalid_client", "wrong client id or secret"));
             }
-            node.limiter.succeeded(&id);
+            node.login_outcome(&id, address, true).await;
             let a = found.ok_or_else(|| ApiError::internal("account vanished"))?;
             token_response(node, &Principal { subject: a.client_id, roles: a.roles, kind: "service_account" })
         }
