@@ -1,7 +1,9 @@
-//! A three-node admin cluster of real `artstore admin` processes on loopback. The leader is
+//! A three-node admin cluster of real `artstore admin` processes on loopback, snapshotting
+//! every 100 changes and starting an audit segment every 40 entries. The leader is
 //! SIGKILLed while clients write, several rounds: a new leader is elected, every change
 //! acknowledged before the kill is on every node afterwards, the killed node restarts and
-//! catches up, and every node's audit chain verifies.
+//! catches up, and every node's audit chain verifies. Then nodes are killed exactly while
+//! writing a snapshot and while starting a segment (held there by `ARTSTORE_TEST_PAUSE_AT`).
 
 mod support;
 
@@ -22,16 +24,25 @@ struct Node {
 }
 
 fn spawn(id: u64, port: u16, data: &Path, peers: &str, log: &Path) -> Child {
+    spawn_paused(id, port, data, peers, log, None)
+}
+
+/// A node that pauses at `pause` (see `ARTSTORE_TEST_PAUSE_AT`).
+fn spawn_paused(id: u64, port: u16, data: &Path, peers: &str, log: &Path, pause: Option<&str>) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(BIN)
-        .args(["admin", "--node-id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--data"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["admin", "--node-id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
-        .args(["--peers", peers, "--raft-heartbeat-ms", "100", "--log-format", "json"])
+        .args(["--peers", peers, "--log-format", "json"])
+        .args(["--raft-snapshot-every", "100", "--audit-segment-entries", "40"])
         .env("ARTSTORE_ADMIN_PASSWORD", PASSWORD)
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        .stderr(log);
+    match pause {
+        Some(p) => cmd.env("ARTSTORE_TEST_PAUSE_AT", p),
+        None => cmd.env_remove("ARTSTORE_TEST_PAUSE_AT"),
+    };
+    cmd.spawn().unwrap()
 }
 
 async fn token(http: &reqwest::Client, url: &str) -> Option<String> {
@@ -184,10 +195,164 @@ async fn leader_sigkill_loses_no_acknowledged_change() {
         assert!(text.contains("0 problem(s)"), "node {id}: {text}");
     }
     // A hand edit is detected.
-    let audit = nodes[&2].data.join("state").join("audit.jsonl");
+    let audit = nodes[&2].data.join("state").join("audit").join("00000000000000000001.jsonl");
     let text = std::fs::read_to_string(&audit).unwrap();
     std::fs::write(&audit, text.replacen("\"actor\":\"admin\"", "\"actor\":\"mallory\"", 1)).unwrap();
     let out = Command::new(BIN).args(["admin", "verify-audit", "--data"]).arg(&nodes[&2].data).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("does not match its hash"));
+}
+
+/// Whether `log` says the node is held at `point`.
+fn paused_at(log: &Path, point: &str) -> bool {
+    std::fs::read_to_string(log).unwrap_or_default().contains(&format!("test pause at {point}"))
+}
+
+async fn write_policy(http: &reqwest::Client, url: &str, token: &str, name: &str) -> bool {
+    let r = http
+        .post(format!("{url}/api/v1/retention-policies"))
+        .bearer_auth(token)
+        .json(&json!({"name": name, "term": "P1Y", "mode": "governance"}))
+        .send()
+        .await;
+    matches!(r, Ok(r) if r.status() == 201)
+}
+
+/// Writes through the live nodes until `until` holds (checked between writes); answers
+/// the acknowledged names.
+async fn write_until(
+    http: &reqwest::Client,
+    nodes: &BTreeMap<u64, Node>,
+    token: &str,
+    prefix: &str,
+    mut until: impl FnMut() -> bool,
+) -> BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut acked = BTreeSet::new();
+    let mut i = 0usize;
+    while !until() {
+        assert!(Instant::now() < deadline, "{prefix}: the awaited point never came");
+        let live: Vec<&Node> = nodes.values().filter(|n| n.child.is_some()).collect();
+        let name = format!("{prefix}-{i}");
+        if write_policy(http, &live[i % live.len()].url, token, &name).await {
+            acked.insert(name);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        i += 1;
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_killed_while_writing_a_snapshot_or_starting_a_segment_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let ports: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
+    let peers = ports.iter().map(|(id, p)| format!("{id}=http://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let log = |id: u64| dir.path().join(format!("node{id}.log"));
+    let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
+    for (id, port) in &ports {
+        let data = dir.path().join(format!("node{id}"));
+        let child = spawn_paused(*id, *port, &data, &peers, &log(*id), Some("snapshot"));
+        nodes.insert(*id, Node { child: Some(child), url: format!("http://127.0.0.1:{port}"), port: *port, data });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tok = loop {
+        if let Some(t) = token(&http, &nodes[&1].url).await {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "cluster did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let l = loop {
+        if let Some(l) = leader(&http, &nodes, &tok).await {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The leader is killed while it writes a snapshot (it has serialised it, the file is
+    // not replaced yet); the others go on and it comes back without the pause.
+    let mut acked = write_until(&http, &nodes, &tok, "s", || paused_at(&log(l), "snapshot")).await;
+    let n = nodes.get_mut(&l).unwrap();
+    let mut child = n.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    acked.extend(write_until(&http, &nodes, &tok, "s2", for_a_while(Duration::from_millis(500))).await);
+    let n = nodes.get_mut(&l).unwrap();
+    n.child = Some(spawn_paused(l, n.port, &n.data, &peers, &log(l), Some("rotation")));
+
+    // It is killed again while starting an audit segment (created and synced, empty).
+    acked.extend(write_until(&http, &nodes, &tok, "r", || paused_at(&log(l), "rotation")).await);
+    let n = nodes.get_mut(&l).unwrap();
+    let mut child = n.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    acked.extend(write_until(&http, &nodes, &tok, "r2", for_a_while(Duration::from_millis(500))).await);
+    let n = nodes.get_mut(&l).unwrap();
+    n.child = Some(spawn(l, n.port, &n.data, &peers, &log(l)));
+    acked.extend(write_until(&http, &nodes, &tok, "after", for_a_while(Duration::from_millis(500))).await);
+    eprintln!("{} acknowledged writes around the two kills of node {l}", acked.len());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = true;
+        for n in nodes.values() {
+            let have = policies(&http, &n.url, &tok).await.unwrap_or_default();
+            all &= acked.is_subset(&have);
+        }
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not converge on every acknowledged change");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every node holds the same chain.
+    let mut heads = BTreeMap::new();
+    for _ in 0..100 {
+        heads.clear();
+        for (id, n) in &nodes {
+            let v: Value = http
+                .get(format!("{}/api/v1/audit?after=0&limit=1", n.url))
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            heads.insert(*id, v["last_seq"].as_u64());
+        }
+        if heads.values().all(|h| *h == heads[&1]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in nodes.values_mut() {
+        if let Some(mut c) = n.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+    let mut chains = BTreeMap::new();
+    for (id, n) in &nodes {
+        let out = Command::new(BIN).args(["admin", "verify-audit", "--data"]).arg(&n.data).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("0 problem(s)"), "node {id}: {text}");
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(n.data.join("state").join("audit")).unwrap() {
+            files.push(e.unwrap().path());
+        }
+        files.sort();
+        let chain: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+        chains.insert(*id, chain);
+    }
+    assert!(chains.values().all(|c| c == &chains[&1]), "every node holds the identical chain, byte for byte");
+}
+
+/// A condition that turns true once `d` has passed.
+fn for_a_while(d: Duration) -> impl FnMut() -> bool {
+    let start = Instant::now();
+    move || start.elapsed() >= d
 }

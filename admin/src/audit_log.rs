@@ -231,6 +231,7 @@ impl AuditLog {
         let path = self.dir.join(segment_name(first));
         let f = OpenOptions::new().append(true).create(true).open(&path).map_err(io(&path))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        crate::test_pause("rotation");
         self.last = Some((first, 0, f));
         Ok(())
     }

@@ -47,11 +47,12 @@ pub struct AdminConfig {
     pub login_window_secs: u64,
     /// Raft heartbeat interval in milliseconds.
     pub raft_heartbeat_ms: u64,
-    /// A follower that heard nothing from the leader for a random time between these two
-    /// (milliseconds) stands for election. The upper bound is also the leader's lease: a
-    /// node refuses to vote while it heard from a leader within it. Failover takes about
-    /// the upper bound plus one commit; spurious elections need `min / heartbeat` heartbeats
-    /// lost in a row. The defaults suit loopback and a LAN; raise them across sites.
+    /// Election timing in milliseconds. The upper bound is the leader's lease: a node that
+    /// heard from the leader within it refuses to vote. A follower that heard nothing from
+    /// the leader for the lease plus a random time between the bounds stands for election,
+    /// so failover takes about `max + min…max` plus one commit (≈ 0.5–0.7 s with the
+    /// defaults), and a spurious election needs `(max + min) / heartbeat` heartbeats lost in
+    /// a row (9). The defaults suit loopback and a LAN; raise all three across sites.
     pub raft_election_min_ms: u64,
     /// See `raft_election_min_ms`.
     pub raft_election_max_ms: u64,
@@ -98,8 +99,8 @@ impl Default for AdminConfig {
             login_max_failures_per_address: 20,
             login_window_secs: 300,
             raft_heartbeat_ms: 50,
-            raft_election_min_ms: 250,
-            raft_election_max_ms: 500,
+            raft_election_min_ms: 150,
+            raft_election_max_ms: 300,
             raft_snapshot_every: 10_000,
             audit_segment_entries: crate::audit_log::DEFAULT_PER_SEGMENT,
             write_timeout_ms: 5000,

@@ -27,6 +27,18 @@ pub mod state;
 pub mod types;
 pub mod verify;
 
+/// Waits three seconds at a named point when `ARTSTORE_TEST_PAUSE_AT` names it, so crash
+/// tests can kill the process there: `snapshot` (a snapshot serialised, not yet written) or
+/// `rotation` (a new audit segment created and synced, nothing in it yet). Unset outside
+/// those tests; the pause is announced on stderr.
+pub(crate) fn test_pause(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var("ARTSTORE_TEST_PAUSE_AT").ok()).as_deref() == Some(point) {
+        eprintln!("artstore admin: test pause at {point}");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+}
+
 #[cfg(test)]
 mod storage_suite {
     use crate::log_store::LogStore;

@@ -328,6 +328,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta2 = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || {
             let bytes = serde_json::to_vec(&copy).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            crate::test_pause("snapshot");
             sm.persist(&meta2, &bytes)?;
             Ok::<_, StorageError>(bytes)
         })

@@ -663,9 +663,22 @@ impl State {
 }
 
 /// The audit key pair from its base64 PKCS#8.
-pub fn audit_keypair(b64: &str) -> Option<ring::signature::Ed25519KeyPair> {
+///
+/// Parsing a key pair derives its public key, which costs as much as a signature; the last
+/// one parsed is kept, since a cluster signs every entry with the same key.
+pub fn audit_keypair(b64: &str) -> Option<std::sync::Arc<ring::signature::Ed25519KeyPair>> {
+    type Parsed = (String, std::sync::Arc<ring::signature::Ed25519KeyPair>);
+    static LAST: std::sync::Mutex<Option<Parsed>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, pair)) = &*last
+        && k == b64
+    {
+        return Some(pair.clone());
+    }
     let der = B64.decode(b64).ok()?;
-    ring::signature::Ed25519KeyPair::from_pkcs8(&der).ok()
+    let pair = std::sync::Arc::new(ring::signature::Ed25519KeyPair::from_pkcs8(&der).ok()?);
+    *last = Some((b64.to_owned(), pair.clone()));
+    Some(pair)
 }
 
 fn check_url(u: &str) -> Result<(), Refusal> {

@@ -193,6 +193,35 @@ async fn failed_logins_are_rate_limited_per_user_and_per_address() {
     c.nodes.get_mut(&1).unwrap().stop().await;
 }
 
+/// The limits hold for the cluster: failures spread over every node add up at the leader,
+/// and a client that moves to another node after being refused is refused there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_logins_count_for_the_whole_cluster() {
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.login_max_failures = 4;
+        cfg.login_max_failures_per_address = 100;
+        cfg.login_window_secs = 60;
+    })
+    .await;
+    let leader = c.leader_among(&[1, 2, 3]).await;
+    // Four failures, spread over the three nodes (followers first).
+    let mut order: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    order.push(leader);
+    order.push(order[0]);
+    for id in &order[..4] {
+        assert_eq!(login(&c.url(*id), "admin", "wrong").await.status(), 400, "via node {id}");
+    }
+    for id in [1, 2, 3] {
+        let r = login(&c.url(id), "admin", PASSWORD).await;
+        assert_eq!(r.status(), 429, "node {id} knows the cluster's count");
+    }
+    // Another user is not affected.
+    assert_eq!(login(&c.url(order[0]), "nobody", "wrong").await.status(), 400);
+    for n in c.nodes.values_mut() {
+        n.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_is_served() {
     let mut c = Cluster::start(1, |_| {}).await;

@@ -52,7 +52,6 @@ pub fn config(id: u64, addr: SocketAddr, peers: &str, data: PathBuf) -> AdminCon
         data: Some(data),
         peers: Some(peers.to_owned()),
         admin_password: Some(PASSWORD.to_owned()),
-        raft_heartbeat_ms: 100,
         write_timeout_ms: 3000,
         ..Default::default()
     }
