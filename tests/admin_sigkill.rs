@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{BIN, free_port};
+use support::{BIN, free_port, get_json};
 
 const PASSWORD: &str = "sigkill-test-password";
 
@@ -313,15 +313,7 @@ async fn nodes_killed_while_writing_a_snapshot_or_starting_a_segment_lose_nothin
     for _ in 0..100 {
         heads.clear();
         for (id, n) in &nodes {
-            let v: Value = http
-                .get(format!("{}/api/v1/audit?after=0&limit=1", n.url))
-                .bearer_auth(&tok)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = get_json(&http, &format!("{}/api/v1/audit?after=0&limit=1", n.url), &tok).await;
             heads.insert(*id, v["last_seq"].as_u64());
         }
         if heads.values().all(|h| *h == heads[&1]) {
