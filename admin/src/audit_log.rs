@@ -7,9 +7,12 @@
 //! produce, and a node that installed a snapshot fetches the entries it lacks from a peer,
 //! checking every link and the head the snapshot names.
 //!
-//! Write protocol: entries are appended to the last segment and `fdatasync`ed before the
-//! apply that produced them returns. A new segment is created (and the directory fsynced)
-//! only after the previous one is synced. Recovery on open: the last segment's torn tail
+//! Write protocol: the apply that produced entries appends them to the last segment; a
+//! sync thread of the state machine `fdatasync`s the segment as soon as there is something
+//! new (one sync covers every append before it: group commit), and a change is acknowledged
+//! to its client only once its entry is synced ([`crate::sm::StateMachine::wait_synced`]).
+//! A new segment is created (and the directory fsynced) only after the previous one is
+//! synced. Recovery on open: the last segment's torn tail
 //! (a crash mid-append) is cut off at the last whole line; an empty last segment (a crash
 //! right after rotation) is removed. Entries lost that way were never acknowledged: the Raft
 //! log still holds the changes, and re-applying them regenerates identical entries.
@@ -19,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The folder of the segments, inside the state folder.
 pub const AUDIT_DIR: &str = "audit";
@@ -125,7 +129,7 @@ pub struct AuditLog {
     dir: PathBuf,
     per_segment: u64,
     /// The last segment: its first sequence number, entries in it, the open file.
-    last: Option<(u64, u64, File)>,
+    last: Option<(u64, u64, Arc<File>)>,
     head: AuditHead,
 }
 
@@ -165,7 +169,7 @@ impl AuditLog {
                 f.sync_all().map_err(io(&path))?;
             }
             let last = entries.last().map(AuditHead::of).unwrap_or_default();
-            log.last = Some((first, entries.len() as u64, f));
+            log.last = Some((first, entries.len() as u64, Arc::new(f)));
             log.head = last;
             break;
         }
@@ -187,8 +191,8 @@ impl AuditLog {
         self.per_segment
     }
 
-    /// Appends entries that continue the chain and syncs them. An entry that does not link
-    /// to the head is refused and nothing after it is written.
+    /// Appends entries that continue the chain (not synced yet: see [`AuditLog::sync_handle`]).
+    /// An entry that does not link to the head is refused and nothing after it is written.
     pub fn append(&mut self, entries: &[AuditEntry]) -> Result<(), AuditLogError> {
         let mut buf = Vec::new();
         for e in entries {
@@ -213,26 +217,44 @@ impl AuditLog {
         self.flush(&mut buf)
     }
 
-    /// Writes and syncs what `buf` holds to the last segment.
+    /// Writes what `buf` holds to the last segment.
     fn flush(&mut self, buf: &mut Vec<u8>) -> Result<(), AuditLogError> {
         if buf.is_empty() {
             return Ok(());
         }
-        let Some((first, _, f)) = self.last.as_mut() else { return Ok(()) };
+        let Some((first, _, f)) = self.last.as_ref() else { return Ok(()) };
         let path = self.dir.join(segment_name(*first));
-        f.write_all(buf).map_err(io(&path))?;
-        f.sync_data().map_err(io(&path))?;
+        (&**f).write_all(buf).map_err(io(&path))?;
         buf.clear();
         Ok(())
     }
 
-    /// Starts a new segment whose first entry is `first`.
+    /// The last segment's file and the last entry written to it: syncing that file makes
+    /// every entry up to that one durable (earlier segments were synced when the next one
+    /// started).
+    pub fn sync_handle(&self) -> Option<(Arc<File>, u64)> {
+        self.last.as_ref().map(|(_, _, f)| (f.clone(), self.head.seq))
+    }
+
+    /// Syncs the last segment now; answers the last entry now durable.
+    pub fn sync(&self) -> Result<u64, AuditLogError> {
+        match self.sync_handle() {
+            Some((f, seq)) => {
+                f.sync_data().map_err(io(&self.dir))?;
+                Ok(seq)
+            }
+            None => Ok(self.head.seq),
+        }
+    }
+
+    /// Starts a new segment whose first entry is `first`, once the last one is synced.
     fn rotate(&mut self, first: u64) -> Result<(), AuditLogError> {
+        self.sync()?;
         let path = self.dir.join(segment_name(first));
         let f = OpenOptions::new().append(true).create(true).open(&path).map_err(io(&path))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
         crate::test_pause("rotation");
-        self.last = Some((first, 0, f));
+        self.last = Some((first, 0, Arc::new(f)));
         Ok(())
     }
 }

@@ -223,7 +223,18 @@ impl Node {
         };
         match result {
             Ok(resp) => match resp.data {
-                Response::Ok(v) => Ok(v),
+                Response::Ok(v) => {
+                    // Acknowledged only once the change's audit entry is durable here.
+                    let seq = self.sm.audit_written().seq;
+                    self.sm.wait_synced(seq, timeout).await.map_err(|e| {
+                        ApiError::typed(
+                            ErrorCode::Unavailable,
+                            "audit-not-durable",
+                            format!("the change was committed but {e}"),
+                        )
+                    })?;
+                    Ok(v)
+                }
                 Response::Refused(r) => Err(match r.kind {
                     RefusalKind::NotFound => ApiError::new(ErrorCode::NotFound, r.detail),
                     RefusalKind::AlreadyExists => ApiError::typed(ErrorCode::Conflict, "already-exists", r.detail),

@@ -88,7 +88,9 @@ impl AdminServer {
         let app = self.router.clone().into_make_service_with_connect_info::<PeerAddr>();
         match tls {
             Some(t) => axum::serve(TlsListener::new(listener, t)?, app).with_graceful_shutdown(stop).await?,
-            None => axum::serve(listener, app).with_graceful_shutdown(stop).await?,
+            None => {
+                axum::serve(artstore_shared::tls::NoDelayListener(listener), app).with_graceful_shutdown(stop).await?
+            }
         }
         self.stop().await;
         Ok(())

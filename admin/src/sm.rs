@@ -3,8 +3,12 @@
 //!
 //! Durability comes from the log: on start the last snapshot is loaded and openraft re-applies
 //! the committed entries after it (the log store keeps the committed id). The audit entries
-//! an apply produces are appended and synced before the apply returns; re-applying a change
-//! whose entry is already on disk regenerates the identical entry, which is skipped.
+//! an apply produces are appended by the apply and synced by the state machine's sync thread
+//! (group commit: one `fdatasync` covers every append before it); the leader acknowledges a
+//! change only once its entry is synced ([`StateMachine::wait_synced`]), and a snapshot is
+//! written only after the segments are synced up to its head, so the log it lets openraft
+//! purge is never the only copy of an entry. Re-applying a change whose entry is already on
+//! disk regenerates the identical entry, which is skipped.
 //!
 //! Snapshots hold the live state only (users, accounts, policies, elements, keys and the
 //! chain's head), so their size follows the live state, not the history. The copy a snapshot
@@ -32,7 +36,8 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead as _, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
 /// The audit chain as one JSON-lines file, as nodes kept it before the segments; moved
@@ -65,6 +70,13 @@ pub struct Shared {
     dir: PathBuf,
     data: RwLock<SmData>,
     audit: Mutex<AuditSink>,
+    /// Signalled when entries were appended, for the sync thread.
+    appended: Condvar,
+    /// The last audit entry known durable.
+    synced: tokio::sync::watch::Sender<u64>,
+    /// Set for good when a sync failed: the kernel may have dropped the unsynced pages, so
+    /// nothing written since can be called durable until the node restarts.
+    sync_failed: Mutex<Option<String>>,
     /// Held while a snapshot file is written; the index of the one on disk.
     snapshot_file: Mutex<Option<LogId>>,
     snapshot_seq: AtomicU64,
@@ -237,18 +249,48 @@ impl StateMachine {
             );
         }
 
+        let synced = sink.log.sync().map_err(invalid)?;
         let applied = data.last_applied.map_or(0, |l| l.index);
         let on_disk = stored.and_then(|s| s.meta.last_log_id);
-        Ok(StateMachine {
-            shared: Arc::new(Shared {
-                dir: dir.to_owned(),
-                data: RwLock::new(data),
-                audit: Mutex::new(sink),
-                snapshot_file: Mutex::new(on_disk),
-                snapshot_seq: AtomicU64::new(0),
-                applied: tokio::sync::watch::channel(applied).0,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            data: RwLock::new(data),
+            audit: Mutex::new(sink),
+            appended: Condvar::new(),
+            synced: tokio::sync::watch::channel(synced).0,
+            sync_failed: Mutex::new(None),
+            snapshot_file: Mutex::new(on_disk),
+            snapshot_seq: AtomicU64::new(0),
+            applied: tokio::sync::watch::channel(applied).0,
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new().name("audit-sync".to_owned()).spawn(move || sync_loop(&weak))?;
+        Ok(StateMachine { shared })
+    }
+
+    /// Waits until the audit chain is durable up to entry `seq` (the leader's acknowledgement
+    /// of a change waits for its entry).
+    pub async fn wait_synced(&self, seq: u64, timeout: Duration) -> Result<(), String> {
+        let failed = || self.shared.sync_failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut rx = self.shared.synced.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq || failed().is_some())).await {
+            Ok(Ok(_)) => match failed() {
+                Some(e) => Err(format!("the audit chain could not be synced to disk: {e}")),
+                None => Ok(()),
+            },
+            Ok(Err(_)) => Err("the state machine stopped".to_owned()),
+            Err(_) => Err(format!("the audit chain was not synced to disk within {timeout:?}")),
+        }
+    }
+
+    /// Syncs the audit segments now (before a snapshot lets the log go).
+    fn sync_audit_now(&self) -> Result<(), AuditLogError> {
+        let handle = self.sink().log.sync_handle();
+        if let Some((f, seq)) = handle {
+            f.sync_data().map_err(|source| AuditLogError::Io { path: self.audit_dir(), source })?;
+            self.shared.synced.send_if_modified(|s| std::mem::replace(s, (*s).max(seq)) < seq);
+        }
+        Ok(())
     }
 
     /// Runs `f` over the current state.
@@ -283,8 +325,8 @@ impl StateMachine {
 
     /// The part of the chain this node lacks, as (last entry it has, last entry it needs).
     pub fn audit_gap(&self) -> Option<(u64, u64)> {
-        let want = self.read(|d| d.state.audit_head.seq);
         let sink = self.sink();
+        let want = self.read(|d| d.state.audit_head.seq);
         let have = sink.log.head().seq;
         let until = sink.waiting.first().map_or(want, |w| w.seq - 1);
         (have < until).then_some((have, until))
@@ -293,8 +335,12 @@ impl StateMachine {
     /// Appends entries fetched from a peer to fill [`StateMachine::audit_gap`]; every link is
     /// checked, and the entry at the state's head must carry the head's hash.
     pub fn fill_audit(&self, fetched: &[AuditEntry]) -> Result<usize, AuditLogError> {
+        let mut sink = self.sink();
         let anchor = self.read(|d| d.state.audit_head.clone());
-        self.sink().fill(fetched, &anchor)
+        let n = sink.fill(fetched, &anchor)?;
+        drop(sink);
+        self.shared.appended.notify_one();
+        Ok(n)
     }
 
     fn persist(&self, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> Result<(), StorageError> {
@@ -306,6 +352,35 @@ impl StateMachine {
         write_snapshot(&self.shared.dir, meta, bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         *on_disk = meta.last_log_id;
         Ok(())
+    }
+}
+
+/// The sync thread: `fdatasync`s the last audit segment whenever entries were appended
+/// since the last sync, and publishes how far the chain is durable. Ends with the state
+/// machine.
+fn sync_loop(weak: &Weak<Shared>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let handle = {
+            let synced = *shared.synced.borrow();
+            let mut g = shared.audit.lock().unwrap_or_else(|e| e.into_inner());
+            if g.log.head().seq <= synced {
+                g = shared.appended.wait_timeout(g, Duration::from_millis(500)).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            g.log.sync_handle().filter(|(_, seq)| *seq > synced)
+        };
+        let Some((f, seq)) = handle else { continue };
+        match f.sync_data() {
+            Ok(()) => {
+                shared.synced.send_if_modified(|s| std::mem::replace(s, (*s).max(seq)) < seq);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, dir = %shared.dir.display(), "syncing the audit chain failed; no further change is acknowledged until the node restarts");
+                *shared.sync_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                shared.synced.send_modify(|_| {});
+                return;
+            }
+        }
     }
 }
 
@@ -328,6 +403,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta2 = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || {
             let bytes = serde_json::to_vec(&copy).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            sm.sync_audit_now().map_err(|e| snap_err(ErrorVerb::Write, e))?;
             crate::test_pause("snapshot");
             sm.persist(&meta2, &bytes)?;
             Ok::<_, StorageError>(bytes)
@@ -352,6 +428,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         let mut fresh = Vec::new();
+        // The sink is held across the state change and the append, so that whoever holds it
+        // sees the state's head and the segments agree (no false gap).
+        let mut sink = self.sink();
         let applied = {
             let mut d = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
             for e in entries {
@@ -368,8 +447,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             d.last_applied.map_or(0, |l| l.index)
         };
         if !fresh.is_empty() {
-            self.sink().record(fresh).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            sink.record(fresh).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            self.shared.appended.notify_one();
         }
+        drop(sink);
         self.shared.applied.send_replace(applied);
         Ok(out)
     }
@@ -417,6 +498,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sink.waiting.clear();
             sink.fill(&legacy, &anchor).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
+        self.shared.appended.notify_one();
         self.shared.applied.send_replace(applied);
         Ok(())
     }

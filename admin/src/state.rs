@@ -630,7 +630,7 @@ impl State {
     /// The audit chain's Ed25519 public key, hex.
     pub fn audit_public_key(&self) -> Option<String> {
         audit_keypair(&self.audit_key).map(|k| {
-            use ring::signature::KeyPair as _;
+            use aws_lc_rs::signature::KeyPair as _;
             hex(k.public_key().as_ref())
         })
     }
@@ -666,8 +666,8 @@ impl State {
 ///
 /// Parsing a key pair derives its public key, which costs as much as a signature; the last
 /// one parsed is kept, since a cluster signs every entry with the same key.
-pub fn audit_keypair(b64: &str) -> Option<std::sync::Arc<ring::signature::Ed25519KeyPair>> {
-    type Parsed = (String, std::sync::Arc<ring::signature::Ed25519KeyPair>);
+pub fn audit_keypair(b64: &str) -> Option<std::sync::Arc<aws_lc_rs::signature::Ed25519KeyPair>> {
+    type Parsed = (String, std::sync::Arc<aws_lc_rs::signature::Ed25519KeyPair>);
     static LAST: std::sync::Mutex<Option<Parsed>> = std::sync::Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((k, pair)) = &*last
@@ -676,7 +676,7 @@ pub fn audit_keypair(b64: &str) -> Option<std::sync::Arc<ring::signature::Ed2551
         return Some(pair.clone());
     }
     let der = B64.decode(b64).ok()?;
-    let pair = std::sync::Arc::new(ring::signature::Ed25519KeyPair::from_pkcs8(&der).ok()?);
+    let pair = std::sync::Arc::new(aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&der).ok()?);
     *last = Some((b64.to_owned(), pair.clone()));
     Some(pair)
 }
@@ -831,7 +831,7 @@ mod tests {
         s.apply(&req(Op::DeleteUser { username: "admin".into() })); // refused: last admin
         assert_eq!(s.audit.len(), 2, "refusals leave no audit entry");
         let pk = audit_keypair(&s.audit_key).unwrap();
-        use ring::signature::KeyPair as _;
+        use aws_lc_rs::signature::KeyPair as _;
         let public =
             ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pk.public_key().as_ref().to_vec());
         let mut prev = GENESIS.to_owned();

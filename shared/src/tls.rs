@@ -40,6 +40,33 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpL
     }
 }
 
+/// A plain TCP listener whose connections send small writes at once (`TCP_NODELAY`): a
+/// reply never waits for the peer's delayed acknowledgement.
+pub struct NoDelayListener(pub TcpListener);
+
+impl Listener for NoDelayListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, peer) = Listener::accept(&mut self.0).await;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY refused");
+        }
+        (stream, peer)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelayListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, NoDelayListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
         PeerAddr(*stream.remote_addr())
@@ -78,7 +105,12 @@ impl TlsListener {
         let task = tokio::spawn(async move {
             loop {
                 let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        if let Err(e) = c.0.set_nodelay(true) {
+                            tracing::debug!(error = %e, "TCP_NODELAY refused");
+                        }
+                        c
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
