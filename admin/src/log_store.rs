@@ -55,6 +55,49 @@ const COMMITTED_RECORD: usize = 160;
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    flusher: Arc<Flusher>,
+}
+
+/// Appends written but not yet synced: the file each went to and openraft's callback.
+/// A flusher thread syncs once for everything pending (group commit) and then answers
+/// every callback, so concurrent appends share one `fdatasync`.
+struct Flusher {
+    pending: Mutex<Vec<(Arc<File>, LogFlushed<TypeConfig>)>>,
+    wake: std::sync::Condvar,
+}
+
+/// The flusher thread's loop; ends with the log store.
+fn flush_loop(weak: &std::sync::Weak<Flusher>) {
+    loop {
+        let Some(fl) = weak.upgrade() else { return };
+        let batch = {
+            let mut g = fl.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if g.is_empty() {
+                g = fl.wake.wait_timeout(g, std::time::Duration::from_millis(500)).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            std::mem::take(&mut *g)
+        };
+        // Every write of the batch went to one of these files (a compaction may have
+        // replaced the file meanwhile; it syncs the new one itself).
+        let mut files: Vec<&Arc<File>> = Vec::new();
+        for (f, _) in &batch {
+            if !files.iter().any(|x| Arc::ptr_eq(x, f)) {
+                files.push(f);
+            }
+        }
+        let mut failed = None;
+        for f in files {
+            if let Err(e) = f.sync_data() {
+                failed = Some((e.kind(), e.to_string()));
+            }
+        }
+        for (_, callback) in batch {
+            callback.log_io_completed(match &failed {
+                None => Ok(()),
+                Some((kind, msg)) => Err(std::io::Error::new(*kind, msg.clone())),
+            });
+        }
+    }
 }
 
 impl Debug for LogStore {
@@ -182,6 +225,12 @@ impl LogStore {
                 committed,
                 committed_file: None,
             })),
+            flusher: {
+                let fl = Arc::new(Flusher { pending: Mutex::new(Vec::new()), wake: std::sync::Condvar::new() });
+                let weak = Arc::downgrade(&fl);
+                std::thread::Builder::new().name("raft-log-sync".to_owned()).spawn(move || flush_loop(&weak))?;
+                fl
+            },
         })
     }
 
@@ -307,10 +356,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             g.file.clone()
         };
         // The flush runs off the Raft task; the callback tells openraft when it is durable.
-        tokio::task::spawn_blocking(move || {
-            let r = file.sync_data();
-            callback.log_io_completed(r);
-        });
+        self.flusher.pending.lock().unwrap_or_else(|e| e.into_inner()).push((file, callback));
+        self.flusher.wake.notify_one();
         Ok(())
     }
 
