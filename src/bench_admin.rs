@@ -45,6 +45,9 @@ pub struct AdminBenchArgs {
     /// Raft heartbeat interval in milliseconds for the admin nodes (default: the admin's).
     #[arg(long)]
     pub raft_heartbeat_ms: Option<u64>,
+    /// Leave the etcd baseline out (e.g. for a long run counting leader changes under load).
+    #[arg(long)]
+    pub no_etcd: bool,
     /// Shortest Raft election timeout in milliseconds (default: the admin's).
     #[arg(long)]
     pub raft_election_min_ms: Option<u64>,
@@ -334,6 +337,10 @@ async fn bench(args: &AdminBenchArgs, dir: &Path) -> anyhow::Result<()> {
     println!("artstore   three admin nodes up, leader node {}", l.id);
 
     let etcd = match etcd::version() {
+        _ if args.no_etcd => {
+            println!("etcd       baseline left out (--no-etcd)");
+            None
+        }
         Ok(version) => {
             let cluster = EtcdCluster::start(dir, &http).await?;
             println!("etcd       etcd {version}: three members up on loopback");

@@ -197,7 +197,7 @@ pub struct AdminArgs {
     /// Longest election timeout and leader lease in milliseconds (default 300).
     #[arg(long, env = "ARTSTORE_RAFT_ELECTION_MAX_MS")]
     pub raft_election_max_ms: Option<u64>,
-    /// Log entries between snapshots (default 10000).
+    /// Log entries between snapshots (default 50000).
     #[arg(long, env = "ARTSTORE_RAFT_SNAPSHOT_EVERY")]
     pub raft_snapshot_every: Option<u64>,
     /// Audit entries per segment file of the chain (default 32768).
@@ -823,7 +823,7 @@ raft_heartbeat_ms = 50
 raft_election_min_ms = 150
 raft_election_max_ms = 300
 # Log entries between snapshots (a snapshot holds the live state only). ARTSTORE_RAFT_SNAPSHOT_EVERY
-raft_snapshot_every = 10000
+raft_snapshot_every = 50000
 # Audit entries per segment file of the chain (state/audit/). ARTSTORE_AUDIT_SEGMENT_ENTRIES
 audit_segment_entries = 32768
 # Milliseconds a write waits for its commit before answering 503 (quorum lost).

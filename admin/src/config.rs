@@ -101,7 +101,7 @@ impl Default for AdminConfig {
             raft_heartbeat_ms: 50,
             raft_election_min_ms: 150,
             raft_election_max_ms: 300,
-            raft_snapshot_every: 10_000,
+            raft_snapshot_every: 50_000,
             audit_segment_entries: crate::audit_log::DEFAULT_PER_SEGMENT,
             write_timeout_ms: 5000,
             admin_password: None,

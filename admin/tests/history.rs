@@ -1,7 +1,8 @@
 //! The audit chain as history grows: a million entries through the state machine (restart
-//! time, snapshot size, memory and `verify-audit` time reported), a follower that was down
-//! installing a snapshot and fetching the chain it lacks, and a data folder of the format
-//! before the segments migrated on start.
+//! time, snapshot size, memory and `verify-audit` time reported, and a follower that
+//! installs the snapshot and fetches the million entries), a follower of a running cluster
+//! that was down installing a snapshot and fetching the chain it lacks over HTTP, and a data
+//! folder of the format before the segments migrated on start.
 
 mod support;
 
@@ -113,7 +114,7 @@ async fn a_million_changes_of_history_leave_snapshots_and_restarts_small() {
 
     drop(sm);
     let t = Instant::now();
-    let reopened = StateMachine::open(&state_dir, artstore_admin::audit_log::DEFAULT_PER_SEGMENT).unwrap();
+    let mut reopened = StateMachine::open(&state_dir, artstore_admin::audit_log::DEFAULT_PER_SEGMENT).unwrap();
     let reopen_in = t.elapsed();
     assert_eq!(reopened.audit_written().seq, n + 2);
     assert_eq!(reopened.read(|d| d.state.audit_head.seq), n + 2);
@@ -124,6 +125,29 @@ async fn a_million_changes_of_history_leave_snapshots_and_restarts_small() {
     let verify_in = t.elapsed();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.entries, n + 2);
+
+    // A follower that was down the whole time installs the snapshot and fetches the chain
+    // page by page, as a node does from a peer (`GET /raft/audit` answers `read_audit`).
+    let follower_dir = dir.path().join("follower").join("state");
+    let mut follower = StateMachine::open(&follower_dir, artstore_admin::audit_log::DEFAULT_PER_SEGMENT).unwrap();
+    let snap = reopened.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let t = Instant::now();
+    follower.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    let mut pages = 0;
+    while let Some((have, _)) = follower.audit_gap() {
+        let page = reopened.read_audit(have, artstore_admin::network::AUDIT_PAGE).unwrap();
+        assert!(follower.fill_audit(&page).unwrap() > 0, "page after {have} did not link");
+        pages += 1;
+    }
+    let fetched_in = t.elapsed();
+    assert_eq!(follower.audit_written(), reopened.audit_written());
+    let ours = list_segments(&state_dir.join(AUDIT_DIR)).unwrap();
+    let theirs = list_segments(&follower_dir.join(AUDIT_DIR)).unwrap();
+    assert_eq!(ours.iter().map(|(f, _)| *f).collect::<Vec<_>>(), theirs.iter().map(|(f, _)| *f).collect::<Vec<_>>());
+    for ((_, a), (_, b)) in ours.iter().zip(&theirs) {
+        assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "{} differs from {}", b.display(), a.display());
+    }
+
     let segments = list_segments(&state_dir.join(AUDIT_DIR)).unwrap().len();
     let on_disk: u64 = list_segments(&state_dir.join(AUDIT_DIR))
         .unwrap()
@@ -132,7 +156,8 @@ async fn a_million_changes_of_history_leave_snapshots_and_restarts_small() {
         .sum();
     eprintln!(
         "history of {} entries: applied in {:.1} s ({:.0}/s); chain {} segments, {:.1} MiB; snapshot {} bytes built in {:?}; \
-         last page read in {:?}; reopened in {:?}; verify-audit {:.1} s; RSS {} MiB → {} MiB",
+         last page read in {:?}; reopened in {:?}; verify-audit {:.1} s; RSS {} MiB → {} MiB; \
+         a follower installed the snapshot and fetched the chain in {pages} pages, {:.1} s, identical",
         n + 2,
         applied_in.as_secs_f64(),
         n as f64 / applied_in.as_secs_f64(),
@@ -144,7 +169,8 @@ async fn a_million_changes_of_history_leave_snapshots_and_restarts_small() {
         reopen_in,
         verify_in.as_secs_f64(),
         rss_before / 1024,
-        rss_after / 1024
+        rss_after / 1024,
+        fetched_in.as_secs_f64()
     );
     // Memory does not hold the chain: far less than its size on disk.
     assert!((rss_after.saturating_sub(rss_before) << 10) < on_disk / 4, "RSS grew with the history");
