@@ -309,7 +309,7 @@ impl Shared {
 
     /// Applies `f` to the snapshot; notifies and saves when the registry part changed.
     fn update(&self, f: impl FnOnce(&mut Snapshot)) {
-        let (registry_changed, saved) = {
+        let saved = {
             let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
             let before = (s.version, s.elements.clone());
             let health_before = views_key(&s.views(Utc::now(), self.stale_after));
@@ -317,15 +317,16 @@ impl Shared {
             s.updated_at = Some(Utc::now());
             let changed = before != (s.version, s.elements.clone());
             let health_changed = health_before != views_key(&s.views(Utc::now(), self.stale_after));
-            (changed || health_changed, changed.then(|| s.clone()))
+            // Notified under the lock: whoever sees the new snapshot also sees the change.
+            if changed || health_changed {
+                self.changes.send_modify(|v| *v += 1);
+            }
+            changed.then(|| s.clone())
         };
         if let (Some(file), Some(s)) = (&self.file, saved)
             && let Err(e) = save_snapshot(file, &s)
         {
             tracing::warn!(error = %e, file = %file.display(), "last-known registry not saved");
-        }
-        if registry_changed {
-            self.changes.send_modify(|v| *v += 1);
         }
     }
 
