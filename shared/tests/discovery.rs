@@ -210,8 +210,11 @@ fn a_broken_last_known_file_is_named() {
     assert!(e.contains("registry.json"), "{e}");
 }
 
-fn read_file(p: &Path) -> Snapshot {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+/// The last-known file is written after the registry changed in memory: it follows soon.
+async fn file_follows(p: &Path, version: u64, elements: usize) {
+    let at = |s: Option<Snapshot>| s.is_some_and(|s| s.version == version && s.elements.len() == elements);
+    let what = format!("the last-known file at version {version} with {elements} elements");
+    eventually(&what, 5, || at(std::fs::read(p).ok().and_then(|b| serde_json::from_slice(&b).ok()))).await;
 }
 
 /// Redis only: changes arrive, heartbeats give health, the last-known file follows every
@@ -230,7 +233,7 @@ async fn redis_changes_outage_restart_and_recovery() {
         ProbeConfig { interval: Duration::from_secs(3600), stale_after: Duration::from_secs(30), ..Default::default() };
     let d = RedisDiscovery::start(&url, &file, cfg.clone()).unwrap();
     eventually("ready with version 1", 10, || d.status() == DiscoveryStatus::Ready && d.version() == 1).await;
-    assert_eq!(read_file(&file).elements.len(), 1, "the last-known file follows the registry");
+    file_follows(&file, 1, 1).await;
 
     // A heartbeat (no probe has succeeded yet beyond the first) makes the element up with its free space.
     let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
@@ -258,7 +261,7 @@ async fn redis_changes_outage_restart_and_recovery() {
     })
     .await;
     assert!(changes.has_changed().unwrap());
-    assert_eq!(read_file(&file).version, 2);
+    file_follows(&file, 2, 2).await;
     // An older registry (a stale replica) never replaces a newer one.
     publish(&url, 1, vec![]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -285,7 +288,7 @@ async fn redis_changes_outage_restart_and_recovery() {
     eventually("version 3 after redis is back", 10, || d.status() == DiscoveryStatus::Ready && d.version() == 3).await;
     assert_eq!(d.elements().len(), 1);
     assert_eq!(d.element("a").unwrap().mode, "rw", "the stricter of registry (rw) and element (edit)");
-    assert_eq!(read_file(&file).version, 3);
+    file_follows(&file, 3, 1).await;
 }
 
 struct PrivateRedis {
