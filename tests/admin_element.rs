@@ -3,6 +3,8 @@
 //! mode changes are committed only after the element confirmed them, and uploads resolve
 //! retention policies through the admin.
 
+mod support;
+
 use artstore_admin::config::AdminConfig;
 use artstore_admin::network::Faults;
 use artstore_admin::server::AdminServer;
@@ -15,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use support::get_json;
 
 const PASSWORD: &str = "admin-password-1";
 
@@ -238,16 +241,7 @@ async fn mode_changes_are_committed_only_after_the_element_confirms() {
     assert_eq!(r.status(), 201);
     let r = post("/api/v1/elements/se-1/mode".into(), json!({"mode": "ro"})).await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let el: Value = env
-        .http
-        .get(format!("{}/api/v1/element", env.element))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let el = get_json(&env.http, &format!("{}/api/v1/element", env.element), &t).await;
     assert_eq!(el["mode"], "ro", "the element switched");
     assert_eq!(env.node.read(|s| s.elements["se-1"].mode.clone()), "ro", "and the admin committed it");
 
@@ -387,16 +381,7 @@ async fn element_heartbeats_reach_the_admin_through_redis() {
     assert_eq!(r.status(), 201);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let v: Value = env
-            .http
-            .get(format!("{}/api/v1/elements/se-hb", env.admin))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&env.http, &format!("{}/api/v1/elements/se-hb", env.admin), &t).await;
         let h = &v["health"];
         if h["status"] == "up" {
             assert!(h["free_bytes"].as_u64().unwrap() > 0, "{v}");
