@@ -2,7 +2,8 @@
 # Makes sure the servers the tests talk to are installed and running on this machine:
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust on loopback) and Redis on
 # 127.0.0.1:6379 (plus the redis-server binary, which tests also start privately), and
-# Kafka on 127.0.0.1:9092 (scripts/kafka.sh, which tests also use to stop and restart it).
+# Kafka on 127.0.0.1:9092 (scripts/kafka.sh, which tests also use to stop and restart it),
+# and the nginx binary (not started).
 # Idempotent: does nothing when a server already answers. Needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
@@ -77,8 +78,18 @@ ensure_redis() {
   wait_up "redis on 127.0.0.1:6379" redis_ok
 }
 
+# nginx is the front proxy of deploy/local-cluster.sh and tests/front_proxy.rs; they start
+# their own, so only the binary is installed (Debian's own service is not started).
+ensure_nginx() {
+  if [ -x /usr/sbin/nginx ]; then return 0; fi
+  log "installing nginx-light"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+}
+
 ensure_kafka() { bash "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" ensure; }
 
 ensure_postgres
 ensure_redis
+ensure_nginx
 ensure_kafka

@@ -34,6 +34,9 @@ pub enum Command {
     Query(Box<QueryCmd>),
     /// Print an access token signed with a standalone installation's local key.
     Token(TokenArgs),
+    /// Print the front proxy's configuration (nginx), generated from the public routing
+    /// table, for the given backends.
+    ProxyConfig(ProxyConfigArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -43,10 +46,34 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+#[derive(Debug, Args)]
+pub struct ProxyConfigArgs {
+    /// What the proxy listens on (nginx `listen`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Admin nodes, `host:port,…`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub admin: Vec<String>,
+    /// Ingesters, `host:port,…`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub ingester: Vec<String>,
+    /// Query roles, `host:port,…`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub query: Vec<String>,
+    /// Admin nodes serving the web UI (`--ui-api`); default: every admin node.
+    #[arg(long, value_delimiter = ',')]
+    pub ui: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
     /// Print a commented example configuration file.
     Example,
+    /// Check a configuration file: every section and key known, every value of its type.
+    Check {
+        /// The file (TOML).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +242,9 @@ pub struct AdminArgs {
     /// Serve the web UI too; it calls the public API at this URL (the front proxy).
     #[arg(long, env = "ARTSTORE_UI_API")]
     pub ui_api: Option<String>,
+    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
+    #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -242,6 +272,7 @@ impl AdminArgs {
             raft_election_max_ms,
             raft_snapshot_every,
             audit_segment_entries,
+            trusted_proxies,
             log_format
         );
         cfg
@@ -839,6 +870,10 @@ write_timeout_ms = 5000
 # Serve the web UI on this node too; it calls the public API at this URL (the front proxy,
 # which routes by docs/routing.md). ARTSTORE_UI_API, --ui-api
 # ui_api = "https://archive.example.org"
+# Front proxies (addresses or networks) whose X-Forwarded-For header names the client, so
+# failed-login limits per address count clients, not the proxy. ARTSTORE_TRUSTED_PROXIES,
+# --trusted-proxies
+trusted_proxies = []
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 

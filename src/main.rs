@@ -6,6 +6,8 @@ mod bench_admin;
 mod bench_ingester;
 mod bench_query;
 mod cli;
+#[cfg(test)]
+mod deploy_check;
 mod query_cli;
 mod standalone;
 
@@ -77,10 +79,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingester(args) => ingester(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Query(cmd) => query_cli::run(*cmd).await,
         Command::Token(args) => token(args).map(|()| ExitCode::SUCCESS),
+        Command::ProxyConfig(a) => {
+            print!(
+                "{}",
+                artstore_shared::front_proxy::nginx(&artstore_shared::front_proxy::ProxyConfig {
+                    listen: a.listen,
+                    admin: a.admin,
+                    ingester: a.ingester,
+                    query: a.query,
+                    ui: a.ui,
+                })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config { action: ConfigAction::Example } => {
             print!("{}", cli::EXAMPLE_CONFIG);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config { action: ConfigAction::Check { file } } => match read_config(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }
@@ -90,7 +115,14 @@ pub(crate) fn read_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
         return Ok(FileConfig::default());
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))
+    toml::from_str(&text).map_err(|e| {
+        // One line: where, then what (the error's own text draws the line with a caret).
+        let what = e.message().trim().replace('\n', " ");
+        match e.span().map(|s| text[..s.start].matches('\n').count() + 1) {
+            Some(line) => anyhow::anyhow!("{}: line {line}: {what}", path.display()),
+            None => anyhow::anyhow!("{}: {what}", path.display()),
+        }
+    })
 }
 
 fn verifier_from(source: JwksSource, cfg: &ElementConfig, clock: Arc<dyn Clock>) -> Arc<TokenVerifier> {

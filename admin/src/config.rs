@@ -76,6 +76,9 @@ pub struct AdminConfig {
     /// The public API (the front proxy's URL): when set, this node also serves the web UI,
     /// which calls the API there with the signed-in user's token.
     pub ui_api: Option<String>,
+    /// Front proxies (addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For` names
+    /// the client: login limits per address count the client, not the proxy.
+    pub trusted_proxies: Vec<String>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -109,6 +112,7 @@ impl Default for AdminConfig {
             tls_key: None,
             tls_ca: None,
             ui_api: None,
+            trusted_proxies: Vec::new(),
             log_format: LogFormat::Pretty,
         }
     }

@@ -42,7 +42,10 @@ impl AdminServer {
                 Duration::from_secs(2),
             )),
         }
+        let proxies = artstore_shared::client_addr::TrustedProxies::parse(&cfg.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
         let state = AppState {
+            proxies: Arc::new(proxies),
             node: node.clone(),
             auth: Auth(node.verifier.clone()),
             http: client()?.timeout(Duration::from_secs(150)).build()?,

@@ -193,6 +193,58 @@ async fn failed_logins_are_rate_limited_per_user_and_per_address() {
     c.nodes.get_mut(&1).unwrap().stop().await;
 }
 
+async fn login_from(base: &str, user: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut rb = reqwest::Client::new().post(format!("{base}/api/v1/auth/token")).form(&[
+        ("grant_type", "password"),
+        ("username", user),
+        ("password", "wrong"),
+    ]);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap().status().as_u16()
+}
+
+/// A client cannot escape the per-address limit by naming another address: the header
+/// admin nodes use between themselves needs the cluster secret, and `X-Forwarded-For` is
+/// believed only from a trusted proxy, where it separates the clients behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_limits_count_the_real_client() {
+    let mut c = Cluster::start(1, |cfg| {
+        cfg.login_max_failures = 100;
+        cfg.login_max_failures_per_address = 3;
+        cfg.login_window_secs = 60;
+        cfg.cluster_secret = Some("s3cret".into());
+        cfg.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    c.leader_among(&[1]).await;
+    let base = c.url(1);
+    // Behind the (trusted) loopback proxy, each X-Forwarded-For client has its own count.
+    for i in 0..3 {
+        assert_eq!(login_from(&base, &format!("a{i}"), &[("x-forwarded-for", "203.0.113.1")]).await, 400);
+    }
+    assert_eq!(login_from(&base, "a9", &[("x-forwarded-for", "203.0.113.1")]).await, 429);
+    assert_eq!(login_from(&base, "b0", &[("x-forwarded-for", "203.0.113.2")]).await, 400, "another client");
+    // A forged node-to-node header, without the cluster secret, changes nothing: these all
+    // count for the same client (203.0.113.3).
+    for i in 0..3 {
+        let forged = format!("198.51.100.{i}");
+        let h = [("x-forwarded-for", "203.0.113.3"), ("x-artstore-forwarded-for", forged.as_str())];
+        assert_eq!(login_from(&base, &format!("c{i}"), &h).await, 400);
+    }
+    let h = [("x-forwarded-for", "203.0.113.3"), ("x-artstore-forwarded-for", "198.51.100.77")];
+    assert_eq!(login_from(&base, "c9", &h).await, 429, "a forged x-artstore-forwarded-for escaped the limit");
+    // With the secret (what a forwarding admin node sends) the header is believed.
+    let node = |addr: &'static str| [("x-artstore-forwarded-for", addr), ("x-artstore-cluster-secret", "s3cret")];
+    for i in 0..3 {
+        assert_eq!(login_from(&base, &format!("d{i}"), &node("198.51.100.78")).await, 400);
+    }
+    assert_eq!(login_from(&base, "d9", &node("198.51.100.78")).await, 429);
+    assert_eq!(login_from(&base, "e0", &node("198.51.100.79")).await, 400, "another client, as the node said");
+    c.nodes.get_mut(&1).unwrap().stop().await;
+}
+
 /// The limits hold for the cluster: failures spread over every node add up at the leader,
 /// and a client that moves to another node after being refused is refused there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,11 +3,13 @@
 
 pub mod audit_chain;
 pub mod auth;
+pub mod client_addr;
 pub mod clients;
 pub mod clock;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod front_proxy;
 pub mod health;
 pub mod retention;
 pub mod routing;

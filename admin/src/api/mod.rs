@@ -32,6 +32,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<Node>,
+    /// Front proxies whose `X-Forwarded-For` is believed.
+    pub proxies: Arc<artstore_shared::client_addr::TrustedProxies>,
     pub auth: Auth,
     pub http: reqwest::Client,
     pub elements: ElementClient,
@@ -105,21 +107,32 @@ pub fn router(state: AppState) -> Router {
 /// The client's address: the forwarding node's header, else the socket peer.
 struct ClientAddr(Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_addr(parts)))
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(s, parts)))
     }
 }
 
-/// The forwarding node's `x-artstore-forwarded-for`, else the socket peer's address.
-fn client_addr(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get(FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok().map(str::to_owned))
-        .or_else(|| parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip().to_string()))
+/// The client's address: what the node that forwarded the request to this leader saw (only
+/// when the request carries the cluster secret, or the cluster has none: anyone else could
+/// name any address), else the socket peer, or the client a trusted front proxy names.
+fn client_addr(s: &AppState, parts: &Parts) -> Option<String> {
+    let from_peer_node = s.node.cfg.cluster_secret.as_deref().is_none_or(|secret| {
+        parts.headers.get(crate::network::SECRET_HEADER).is_some_and(|v| same_secret(v.as_bytes(), secret.as_bytes()))
+    });
+    if from_peer_node && let Some(v) = parts.headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        return Some(v.to_owned());
+    }
+    let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>()?.0.0.ip();
+    Some(s.proxies.client_ip(peer, &parts.headers).to_string())
+}
+
+/// Compares digests, so the time taken does not depend on the secret.
+pub(crate) fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    let digest = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b).as_ref().to_vec();
+    digest(given) == digest(secret)
 }
 
 fn require_role(caller: &Caller, roles: &[Role]) -> ApiResult<()> {
@@ -163,28 +176,36 @@ async fn forward_writes(State(s): State<AppState>, req: Request, next: Next) -> 
     let Some(base) = node.node_url(leader) else {
         return next.run(req).await;
     };
-    match proxy(&s.http, &base, req).await {
+    match proxy(&s, &base, req).await {
         Ok(r) => r,
         Err(e) => e.with("leader_id", leader).into_response(),
     }
 }
 
-async fn proxy(http: &reqwest::Client, base: &str, req: Request) -> ApiResult<Response> {
+async fn proxy(s: &AppState, base: &str, req: Request) -> ApiResult<Response> {
+    let http = &s.http;
     let (parts, body) = req.into_parts();
-    let client = client_addr(&parts);
+    let client = client_addr(s, &parts);
     let body = axum::body::to_bytes(body, 16 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
     let url = format!("{base}{}", parts.uri.path_and_query().map_or("", |p| p.as_str()));
     let mut rb = http.request(parts.method.clone(), &url).body(body);
     for (k, v) in &parts.headers {
-        if k != header::HOST && k != header::CONTENT_LENGTH && k.as_str() != FORWARDED_FOR {
+        if k != header::HOST
+            && k != header::CONTENT_LENGTH
+            && k.as_str() != FORWARDED_FOR
+            && k.as_str() != crate::network::SECRET_HEADER
+        {
             rb = rb.header(k, v);
         }
     }
     rb = rb.header("x-artstore-forwarded", "1");
     if let Some(c) = client {
         rb = rb.header(FORWARDED_FOR, c);
+    }
+    if let Some(secret) = &s.node.cfg.cluster_secret {
+        rb = rb.header(crate::network::SECRET_HEADER, secret);
     }
     let resp = rb.send().await.map_err(|e| {
         ApiError::typed(ErrorCode::Unavailable, "leader-unreachable", format!("the leader cannot be reached: {e}"))
