@@ -3,7 +3,7 @@
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust on loopback) and Redis on
 # 127.0.0.1:6379 (plus the redis-server binary, which tests also start privately), and
 # Kafka on 127.0.0.1:9092 (scripts/kafka.sh, which tests also use to stop and restart it),
-# and the nginx binary (not started).
+# and the nginx and prometheus binaries (not started).
 # Idempotent: does nothing when a server already answers. Needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
@@ -87,9 +87,19 @@ ensure_nginx() {
   as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
 }
 
+# Prometheus and promtool check the alert rules and the dashboards (tests/local_cluster.rs
+# runs its own Prometheus); Debian's service is not started.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then return 0; fi
+  log "installing prometheus"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 ensure_kafka() { bash "$(dirname "${BASH_SOURCE[0]}")/kafka.sh" ensure; }
 
 ensure_postgres
 ensure_redis
 ensure_nginx
+ensure_prometheus
 ensure_kafka

@@ -215,3 +215,180 @@ async fn local_cluster_comes_up_serves_through_the_front_and_comes_back() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["file_id"], temp_id.as_str());
 }
+
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool").args(args).output().expect("promtool (scripts/services.sh installs prometheus)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+async fn prom_query(http: &reqwest::Client, prom: &str, expr: &str) -> Value {
+    http.post(format!("{prom}/api/v1/query")).form(&[("query", expr)]).send().await.unwrap().json().await.unwrap()
+}
+
+/// A real Prometheus scrapes every role of the local cluster with deploy/prometheus's rules:
+/// the rules load and pass their unit tests, every role's metrics pass promtool's lint, and
+/// every panel of every dashboard in deploy/grafana returns data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_cluster_and_every_dashboard_panel_has_data() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    promtool(&["check", "config", &format!("{root}/prometheus/prometheus.yml")]);
+    promtool(&["check", "rules", &format!("{root}/prometheus/rules.yml")]);
+    let t = promtool(&["test", "rules", &format!("{root}/prometheus/rules_test.yml")]);
+    assert!(t.contains("SUCCESS"), "{t}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Cluster { dir: tmp.path().join("cluster"), base: free_base() };
+    c.up();
+    let front = c.front();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let token = support::password_token(&http, &front, "admin", PASSWORD).await;
+
+    // Every role's exposition passes promtool's lint. (Counters are written in the
+    // OpenMetrics form, HELP on the family without `_total`, which promtool's text parser
+    // reports as "no help text"; that one finding is not a naming problem.)
+    let ports = [1, 2, 3, 11, 12, 21, 31];
+    for p in ports {
+        let text =
+            http.get(format!("http://127.0.0.1:{}/metrics", c.base + p)).send().await.unwrap().text().await.unwrap();
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let findings: Vec<String> =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.ends_with("_total no help text"))
+                .map(str::to_owned)
+                .collect();
+        assert!(findings.is_empty(), "promtool check metrics on port +{p}: {findings:?}");
+    }
+
+    let prom_port = support::free_port();
+    let job = |name: &str, offsets: &[u16]| {
+        let targets: Vec<String> = offsets.iter().map(|o| format!("\"127.0.0.1:{}\"", c.base + o)).collect();
+        format!("  - job_name: {name}\n    static_configs:\n      - targets: [{}]\n", targets.join(", "))
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {root}/prometheus/rules.yml\nscrape_configs:\n{}{}{}{}",
+        job("artstore-admin", &[1, 2, 3]),
+        job("artstore-element", &[11, 12]),
+        job("artstore-ingester", &[21]),
+        job("artstore-query", &[31]),
+    );
+    std::fs::write(tmp.path().join("prometheus.yml"), config).unwrap();
+    let log = std::fs::File::create(tmp.path().join("prometheus.log")).unwrap();
+    let _prom = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", tmp.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (scripts/services.sh installs it)"),
+    );
+    let prom = format!("http://127.0.0.1:{prom_port}");
+
+    // Traffic for every panel: a policy, uploads of two size classes, searches.
+    let r = http
+        .post(format!("{front}/api/v1/retention-policies"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "tax", "term": "P7Y", "mode": "governance", "disposition": "dispose"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let big = "lighthouse ".repeat(10_000);
+    let mut ids = Vec::new();
+    for (i, body) in ["small lighthouse log", big.as_str(), "another lighthouse"].into_iter().enumerate() {
+        let v = upload(&http, &front, &token, &format!("d{i}.txt"), body, (i != 1).then_some("tax")).await;
+        ids.push(v["file_id"].as_str().unwrap().to_owned());
+    }
+    let want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    search_finds(&http, &front, &token, "lighthouse", &want).await;
+
+    // Every target up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = prom_query(&http, &prom, "up").await;
+        let up: Vec<&Value> = v["data"]["result"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        if up.len() == ports.len() && up.iter().all(|s| s["value"][1] == "1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus does not see every role up: {v}\n{}",
+            std::fs::read_to_string(tmp.path().join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for _ in 0..5 {
+        search_finds(&http, &front, &token, "lighthouse", &want).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Every panel's every query returns at least one series.
+    let mut checked = 0;
+    let mut empty = Vec::new();
+    for entry in std::fs::read_dir(format!("{root}/grafana")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in d["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap().replace("$__rate_interval", "1m");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let result = loop {
+                    let v = prom_query(&http, &prom, &expr).await;
+                    assert_eq!(v["status"], "success", "{}: {expr}: {v}", path.display());
+                    let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+                    if n > 0 || Instant::now() > deadline {
+                        break n;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                };
+                if result == 0 {
+                    empty.push(format!("{} / {}: {expr}", path.file_name().unwrap().to_string_lossy(), panel["title"]));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(empty.is_empty(), "panels without data:\n{}", empty.join("\n"));
+    assert!(checked >= 50, "only {checked} panel queries found");
+
+    // Every rule evaluates without error.
+    let v: Value = http.get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
+    let mut rules = 0;
+    for g in v["data"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            assert_eq!(r["health"], "ok", "rule {} does not evaluate: {}", r["name"], r["lastError"]);
+            rules += 1;
+        }
+    }
+    assert_eq!(rules, 19);
+    // A healthy cluster raises no alert but the ones that need no fault to fire.
+    let v: Value = http.get(format!("{prom}/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
+    let firing: Vec<&Value> =
+        v["data"]["alerts"].as_array().unwrap().iter().filter(|a| a["state"] == "firing").collect();
+    assert!(firing.is_empty(), "alerts firing on a healthy cluster: {firing:?}");
+    eprintln!("{checked} panel queries returned data; {rules} rules healthy");
+}

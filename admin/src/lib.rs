@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod discovery;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod server;

@@ -32,7 +32,12 @@ impl AdminServer {
         let health = Health::new();
         health.set_not_ready("raft", "starting");
         let node = Node::start(cfg.clone(), faults.clone()).await?;
-        let mut tasks = vec![node.spawn_chores(), node.spawn_audit_fill(), spawn_health(node.clone(), health.clone())];
+        let mut tasks = vec![
+            node.spawn_chores(),
+            node.spawn_audit_fill(),
+            spawn_health(node.clone(), health.clone()),
+            tokio::spawn(crate::metrics::run(node.clone(), health.clone())),
+        ];
         let client = || artstore_shared::tls::client_builder(cfg.tls_ca.as_deref());
         match &cfg.redis {
             Some(url) => tasks.push(crate::discovery::spawn(node.clone(), url.clone(), Duration::from_secs(1))),

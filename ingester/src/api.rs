@@ -319,6 +319,7 @@ async fn stream_through(
     request_digest: Option<String>,
     declared: Option<u64>,
 ) -> Result<Answer, ApiError> {
+    let started = std::time::Instant::now();
     let FormSoFar { fields, head, part_digest } = so_far;
     let class = ing.class_of(token, &fields).await;
     let _doc_lock = match fields.document_id() {
@@ -387,7 +388,7 @@ async fn stream_through(
     }
     let total = size.load(std::sync::atomic::Ordering::Relaxed);
     match sent {
-        Ok(f) if f.status == 201 => Ok(stored_answer(ing.stored(&e, f, total))),
+        Ok(f) if f.status == 201 => Ok(stored_answer(ing.stored(&e, f, total, started))),
         Ok(f) => Ok(stored_answer(Outcome::Refused { element_id: e.id.clone(), answer: f })),
         Err(err) => Err(ApiError::typed(
             ErrorCode::BadGateway,

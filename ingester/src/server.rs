@@ -133,7 +133,12 @@ async fn watch_discovery(ing: Arc<Ingester>, health: Health) {
             DiscoveryStatus::Ready => health.set_ready("discovery"),
             DiscoveryStatus::Degraded(r) => health.set_degraded("discovery", r),
         }
-        let up = ing.discovery.elements().iter().filter(|e| e.up).count();
+        let elements = ing.discovery.elements();
+        let up = elements.iter().filter(|e| e.up).count();
+        for mode in ["edit", "rw", "ro", "ar"] {
+            let n = elements.iter().filter(|e| e.up && e.mode == mode).count();
+            ing.metrics.elements.get_or_create(&vec![("mode".to_owned(), mode.to_owned())]).set(n as i64);
+        }
         health.set_info("elements_up", Arc::new(move || serde_json::json!(up)));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -56,6 +56,11 @@ pub struct IngestMetrics {
     pub retries: Counter,
     pub bytes: Counter,
     pub tus_sessions: Counter,
+    /// Upload to stored, by size class.
+    pub durations: artstore_shared::health::HistogramBy,
+    /// Elements up (fresh heartbeat or probe), by mode.
+    pub elements:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::gauge::Gauge>,
 }
 
 /// The ingester's shared state.
@@ -112,6 +117,12 @@ impl Ingester {
             retries: m.counter("ingester_placement_retries", "candidates skipped because they refused or failed"),
             bytes: m.counter("ingester_upload_bytes", "content bytes stored through the ingester"),
             tus_sessions: m.counter("ingester_tus_sessions_created", "resumable upload sessions created"),
+            durations: m.histogram_by(
+                "ingester_upload_duration_seconds",
+                "Time from the start of an upload to the element's answer, by size class",
+                &artstore_shared::health::TRANSFER_BUCKETS,
+            ),
+            elements: m.gauge_by("ingester_elements_up", "Storage elements this ingester sees up, by mode"),
         };
         Ok(Self {
             hints: LocationHints::open(&data)?,
@@ -249,6 +260,7 @@ impl Ingester {
         content: &Content,
         size: u64,
     ) -> Result<Outcome, ApiError> {
+        let started = std::time::Instant::now();
         let class = self.class_of(token, fields).await;
         let _doc_lock = match fields.document_id() {
             Some(d) => Some(self.lock_document(d).await),
@@ -268,7 +280,7 @@ impl Ingester {
             let body = body_of(&w, fields, after, head, content).await?;
             tracing::info!(element = %e.id, class = class.as_str(), size, attempt = i + 1, "placing upload");
             match self.elements.create(&e.url, token, &w.content_type(), body).await {
-                Ok(f) if f.status == 201 => return Ok(self.stored(e, f, size)),
+                Ok(f) if f.status == 201 => return Ok(self.stored(e, f, size, started)),
                 Ok(f) if retryable(f.status, &f.body) => {
                     last_error = format!("{} answered {}: {}", e.id, f.status, String::from_utf8_lossy(&f.body));
                     tracing::warn!(element = %e.id, status = f.status, "element refused the upload; trying the next");
@@ -288,13 +300,15 @@ impl Ingester {
     }
 
     /// Records a stored document and shapes the answer.
-    pub fn stored(&self, e: &ElementView, f: Forwarded, size: u64) -> Outcome {
+    pub fn stored(&self, e: &ElementView, f: Forwarded, size: u64, started: std::time::Instant) -> Outcome {
         let mut sidecar: Value = serde_json::from_slice(&f.body).unwrap_or(Value::Null);
         let file_id = sidecar["file_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_default();
         sidecar["element_id"] = Value::String(e.id.clone());
         self.hints.record(file_id, &e.id);
         self.metrics.placements.inc();
         self.metrics.bytes.inc_by(size);
+        let class = artstore_shared::health::size_class(size);
+        self.metrics.durations.observe("size_class", class, started.elapsed().as_secs_f64());
         tracing::info!(element = %e.id, %file_id, size, "stored");
         Outcome::Stored { element_id: e.id.clone(), file_id, sidecar }
     }

@@ -188,6 +188,8 @@ pub struct FeedStatus {
     /// Milliseconds from the element's event to the index commit that made it searchable,
     /// for the last batch.
     pub last_visibility_ms: AtomicU64,
+    /// Set by the server: each commit's duration.
+    pub commit_seconds: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
     pub state: Mutex<String>,
     pub last_error: Mutex<Option<String>>,
 }
@@ -348,12 +350,16 @@ pub async fn follow(
                     }
                 }
             }
+            let started = std::time::Instant::now();
             let (w, r) = commit(writer, None).await;
             writer = w;
             if let Err(e) = r {
                 status.error(e.to_string());
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue 'outer;
+            }
+            if let Some(h) = status.commit_seconds.get() {
+                h.observe(started.elapsed().as_secs_f64());
             }
             status.commits.fetch_add(1, Ordering::Relaxed);
             let oldest = batch.iter().map(|e| e.at).min().unwrap_or_else(chrono::Utc::now);

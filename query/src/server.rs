@@ -181,9 +181,16 @@ impl QueryServer {
 /// Shows discovery, the feed and the index on `/health/ready` and `/metrics`.
 async fn watch_health(svc: Arc<QueryService>, health: Health) {
     let m = health.metrics();
-    let docs = m.gauge("artstore_query_index_documents", "Documents in the live index");
-    let lag = m.gauge("artstore_query_visibility_lag_milliseconds", "Event to searchable, last batch");
-    let errors = m.gauge("artstore_query_feed_errors", "Indexing errors since start");
+    let docs = m.gauge("query_index_documents", "Documents in the live index");
+    let lag = m.gauge_f64("query_visibility_lag_seconds", "Event to searchable, last batch");
+    let errors = m.counter("query_feed_errors", "Indexing errors since start");
+    let events = m.counter("query_feed_events", "Events read from the bus");
+    let _ = svc.feed.commit_seconds.set(m.histogram(
+        "query_index_commit_duration_seconds",
+        "Time of one index commit of the event follower",
+        &artstore_shared::health::LATENCY_BUCKETS,
+    ));
+    let (mut errors_seen, mut events_seen) = (0, 0);
     let s2 = svc.clone();
     health.set_info("index", Arc::new(move || serde_json::json!({"documents": s2.index().num_docs(), "feed": *s2.feed.state.lock().unwrap_or_else(|p| p.into_inner())})));
     loop {
@@ -193,8 +200,13 @@ async fn watch_health(svc: Arc<QueryService>, health: Health) {
         }
         health.set_ready("query");
         docs.set(svc.index().num_docs() as i64);
-        lag.set(svc.feed.last_visibility_ms.load(std::sync::atomic::Ordering::Relaxed) as i64);
-        errors.set(svc.feed.errors.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        lag.set(svc.feed.last_visibility_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0);
+        let e = svc.feed.errors.load(std::sync::atomic::Ordering::Relaxed);
+        errors.inc_by(e.saturating_sub(errors_seen));
+        errors_seen = e;
+        let e = svc.feed.events.load(std::sync::atomic::Ordering::Relaxed);
+        events.inc_by(e.saturating_sub(events_seen));
+        events_seen = e;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -104,6 +104,7 @@ pub struct QueryService {
     commands_rx: Mutex<Option<mpsc::Receiver<Cmd>>>,
     opened: Opened,
     searches: Counter,
+    search_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -131,27 +132,17 @@ impl QueryService {
             .time_to_live(Duration::from_secs(cfg.redis_cache_ttl_secs.max(1)))
             .build();
         let cache_metrics = CacheMetrics {
-            hits: health
-                .metrics()
-                .counter("artstore_query_result_cache_hits", "Searches answered from the result cache"),
-            misses: health
-                .metrics()
-                .counter("artstore_query_result_cache_misses", "Searches not in the in-process cache"),
-            l2_hits: health
-                .metrics()
-                .counter("artstore_query_result_cache_l2_hits", "Searches answered from the Redis cache"),
-            l2_misses: health
-                .metrics()
-                .counter("artstore_query_result_cache_l2_misses", "Searches not in the Redis cache"),
+            hits: health.metrics().counter("query_result_cache_hits", "Searches answered from the result cache"),
+            misses: health.metrics().counter("query_result_cache_misses", "Searches not in the in-process cache"),
+            l2_hits: health.metrics().counter("query_result_cache_l2_hits", "Searches answered from the Redis cache"),
+            l2_misses: health.metrics().counter("query_result_cache_l2_misses", "Searches not in the Redis cache"),
             l2_errors: health
                 .metrics()
-                .counter("artstore_query_result_cache_l2_errors", "Redis cache lookups that failed or timed out"),
-            sidecar_hits: health
-                .metrics()
-                .counter("artstore_query_sidecar_cache_hits", "Sidecar reads answered from memory"),
+                .counter("query_result_cache_l2_errors", "Redis cache lookups that failed or timed out"),
+            sidecar_hits: health.metrics().counter("query_sidecar_cache_hits", "Sidecar reads answered from memory"),
             sidecar_misses: health
                 .metrics()
-                .counter("artstore_query_sidecar_cache_misses", "Sidecar reads passed to an element"),
+                .counter("query_sidecar_cache_misses", "Sidecar reads passed to an element"),
         };
         let l2 = match &cfg.redis {
             Some(url) => Some(Arc::new(L2 {
@@ -162,7 +153,12 @@ impl QueryService {
             })),
             None => None,
         };
-        let searches = health.metrics().counter("artstore_query_searches", "Searches answered");
+        let searches = health.metrics().counter("query_searches", "Searches answered");
+        let search_seconds = health.metrics().histogram(
+            "query_search_duration_seconds",
+            "Time to answer a search (cache hits included)",
+            &artstore_shared::health::LATENCY_BUCKETS,
+        );
         Ok(Arc::new(QueryService {
             cfg,
             root,
@@ -178,6 +174,7 @@ impl QueryService {
             commands_rx: Mutex::new(Some(rx)),
             opened,
             searches,
+            search_seconds,
         }))
     }
 
@@ -189,6 +186,13 @@ impl QueryService {
     /// Runs a search (from the cache when the same search ran on the same index commit).
     pub async fn search(self: &Arc<Self>, req: SearchRequest) -> Result<Arc<Value>, SearchError> {
         self.searches.inc();
+        let started = std::time::Instant::now();
+        let r = self.search_uncounted(req).await;
+        self.search_seconds.observe(started.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn search_uncounted(self: &Arc<Self>, req: SearchRequest) -> Result<Arc<Value>, SearchError> {
         let index = self.index();
         let key = format!(
             "artstore:query:search:{}:{}:{}",

@@ -198,6 +198,16 @@ impl ChainCheck {
         self.expect = e.seq + 1;
     }
 
+    /// Problems found so far (the listed ones and the rest).
+    pub fn problems(&self) -> u64 {
+        self.report.problems.len() as u64 + self.report.more_problems
+    }
+
+    /// The last entry checked (0 before the first).
+    pub fn checked_up_to(&self) -> u64 {
+        self.expect - 1
+    }
+
     /// The report; a chain no key could be found for is not verified (its signatures went
     /// unchecked), which is a problem of its own.
     pub fn finish(mut self) -> ChainReport {

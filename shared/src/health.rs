@@ -7,9 +7,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
@@ -34,7 +34,32 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    /// 1 while `/health/ready` says ready, set at each scrape.
+    ready: Gauge,
+    /// Resident memory, read from /proc at each scrape.
+    resident: Gauge,
 }
+
+/// A gauge of fractional values (seconds, ratios).
+pub type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Size classes of uploads, for duration histograms: an operator compares like with like.
+pub fn size_class(bytes: u64) -> &'static str {
+    match bytes {
+        0..=65_535 => "lt_64KiB",
+        65_536..=1_048_575 => "lt_1MiB",
+        1_048_576..=16_777_215 => "lt_16MiB",
+        16_777_216..=268_435_455 => "lt_256MiB",
+        _ => "ge_256MiB",
+    }
+}
+
+/// Latency buckets for request-like durations, seconds.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+/// Buckets for transfers that may take minutes, seconds.
+pub const TRANSFER_BUCKETS: [f64; 12] = [0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,7 +76,17 @@ impl Metrics {
         });
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
-        Self { registry: Mutex::new(registry), requests, latency }
+        let ready = Gauge::default();
+        registry.register("ready", "1 while the process is ready to serve (/health/ready answers 200)", ready.clone());
+        let resident = Gauge::default();
+        registry.register("process_resident_memory_bytes", "Resident memory of the process", resident.clone());
+        let info = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register("build_info", "The running version (always 1)", info.clone());
+        info.get_or_create(&vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+        let started = Gauge::<i64>::default();
+        registry.register("process_start_time_seconds", "Start of the process, Unix time", started.clone());
+        started.set(chrono::Utc::now().timestamp());
+        Self { registry: Mutex::new(registry), requests, latency, ready, resident }
     }
 
     /// Records one served request.
@@ -78,12 +113,66 @@ impl Metrics {
         g
     }
 
+    /// Registers and returns a gauge of fractional values.
+    pub fn gauge_f64(&self, name: &str, help: &str) -> GaugeF64 {
+        let g = GaugeF64::default();
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, g.clone());
+        g
+    }
+
+    /// Registers and returns a histogram.
+    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let h = Histogram::new(buckets.iter().copied());
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, h.clone());
+        h
+    }
+
+    /// Registers a family of histograms told apart by one label (e.g. `size_class`).
+    pub fn histogram_by(&self, name: &str, help: &str, buckets: &'static [f64]) -> HistogramBy {
+        let f = Family::<Vec<(String, String)>, Histogram, Buckets>::new_with_constructor(Buckets(buckets));
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, f.clone());
+        HistogramBy(f)
+    }
+
+    /// Registers a family of gauges told apart by labels (e.g. an element's `mode`).
+    pub fn gauge_by(&self, name: &str, help: &str) -> Family<Vec<(String, String)>, Gauge> {
+        let f = Family::<Vec<(String, String)>, Gauge>::default();
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, f.clone());
+        f
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<i64>().ok())
+        {
+            self.resident.set(pages * 4096);
+        }
         let mut out = String::new();
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
         out
+    }
+}
+
+/// A histogram family keyed by one label's value.
+#[derive(Clone, Debug)]
+pub struct HistogramBy(Family<Vec<(String, String)>, Histogram, Buckets>);
+
+/// Makes each histogram of a [`HistogramBy`] with the same buckets.
+#[derive(Clone, Debug)]
+pub struct Buckets(&'static [f64]);
+
+impl prometheus_client::metrics::family::MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+impl HistogramBy {
+    /// Records `value` under `label=value_of_label`.
+    pub fn observe(&self, label: &str, value_of_label: &str, value: f64) {
+        self.0.get_or_create(&vec![(label.to_owned(), value_of_label.to_owned())]).observe(value);
     }
 }
 
@@ -262,6 +351,7 @@ pub fn combined_ready(roles: Vec<(&'static str, Health)>) -> Router {
 }
 
 async fn metrics(State(h): State<Health>) -> Response {
+    h.metrics().ready.set(i64::from(report(&h).0));
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.metrics().render())
         .into_response()
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod journal;
 pub mod layout;
+pub mod metrics;
 pub mod outbox;
 pub mod pg;
 pub mod policies;

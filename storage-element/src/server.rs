@@ -111,6 +111,7 @@ impl Element {
         let store = self.store.clone();
         let interval = Duration::from_secs(self.cfg.disposition_interval_secs.max(1));
         let worker = tokio::spawn(disposition_worker(store.clone(), interval));
+        let metrics = tokio::spawn(crate::metrics::run(store.clone(), self.health.clone()));
         let heartbeat = match &self.cfg.redis {
             Some(redis) => {
                 let id = match &self.cfg.element_id {
@@ -144,6 +145,7 @@ impl Element {
             })
             .await?;
         worker.abort();
+        metrics.abort();
         outbox.abort();
         if let Some(h) = heartbeat {
             h.abort();

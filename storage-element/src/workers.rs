@@ -41,6 +41,8 @@ pub struct DispositionRuns {
     pub last_failed: bool,
     /// Runs that failed since start.
     pub errors: u64,
+    /// Documents disposed of by every run since start.
+    pub disposed_total: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
 }
@@ -72,6 +74,7 @@ impl DispositionStatus {
             r.finished_at = Some(at);
             match outcome {
                 Ok(report) => {
+                    r.disposed_total += report.disposed;
                     r.last_report = Some(report.clone());
                     r.last_failed = false;
                 }

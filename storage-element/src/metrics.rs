@@ -1,0 +1,70 @@
+//! The element's own series on `/metrics`, refreshed every two seconds from what it
+//! reports on `/health/ready`: space, documents, mode, how far the cache and the outbox
+//! trail the WAL, and the disposition schedule.
+
+use crate::store::Store;
+use artstore_shared::health::Counter;
+use artstore_shared::health::Health;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Runs until aborted.
+pub async fn run(store: Arc<Store>, health: Health) {
+    let m = health.metrics();
+    let free = m.gauge("element_free_bytes", "Space left for content on the element's file system");
+    let capacity = m.gauge("element_capacity_bytes", "Size of the element's file system");
+    let documents = m.gauge("element_documents", "Documents (current versions and tombstones) on the element");
+    let mode = m.gauge_by("element_mode", "1 for the element's current mode (edit, rw, ro, ar)");
+    let wal_head = m.gauge("element_wal_head_sequence", "Sequence of the last WAL record");
+    let cache_lag = m.gauge("element_cache_lag_records", "WAL records the PostgreSQL cache has not applied yet");
+    let outbox_lag = m.gauge("element_outbox_lag_records", "WAL records not yet published as events");
+    let runs = m.counter("element_disposition_runs", "Disposition runs finished");
+    let run_errors = m.counter("element_disposition_errors", "Disposition runs that failed");
+    let disposed = m.counter("element_disposed_documents", "Documents disposed of at the end of their term");
+    let failed = m.gauge("element_disposition_failed_documents", "Documents the last run could not dispose of");
+    let review = m.gauge("element_review_due_documents", "Documents whose term ended with disposition review");
+    let last_run = m.gauge("element_disposition_last_run_timestamp_seconds", "End of the last disposition run");
+    let (mut runs_seen, mut errors_seen, mut disposed_seen) = (0u64, 0u64, 0u64);
+    let root = store.root().to_owned();
+    loop {
+        if let Ok(f) = fs4::available_space(&root) {
+            free.set(f as i64);
+        }
+        if let Ok(t) = fs4::total_space(&root) {
+            capacity.set(t as i64);
+        }
+        if let Some(d) = store.document_count() {
+            documents.set(d as i64);
+        }
+        let now = store.mode();
+        for md in ["edit", "rw", "ro", "ar"] {
+            mode.get_or_create(&vec![("mode".to_owned(), md.to_owned())]).set(i64::from(now.as_str() == md));
+        }
+        let head = store.wal_head();
+        wal_head.set(head as i64);
+        let applied = store.cache_sync().applied();
+        cache_lag.set(if applied == u64::MAX { 0 } else { head.saturating_sub(applied) as i64 });
+        outbox_lag.set(head.saturating_sub(store.outbox().published.load(Ordering::SeqCst)) as i64);
+        let d = store.disposition().snapshot();
+        grow(&runs, &mut runs_seen, d.runs);
+        grow(&run_errors, &mut errors_seen, d.errors);
+        if let Some(rep) = &d.last_report
+            && d.runs > 0
+        {
+            failed.set(rep.failed as i64);
+            review.set(rep.review_due as i64);
+        }
+        if let Some(t) = d.finished_at {
+            last_run.set(t.timestamp());
+        }
+        grow(&disposed, &mut disposed_seen, d.disposed_total);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Moves a counter up to a running total kept elsewhere.
+fn grow(c: &Counter, seen: &mut u64, now: u64) {
+    c.inc_by(now.saturating_sub(*seen));
+    *seen = now;
+}
