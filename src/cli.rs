@@ -315,6 +315,10 @@ pub struct ElementArgs {
     /// Largest accepted upload in bytes (default 64 GiB).
     #[arg(long, env = "ARTSTORE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Bytes kept free on the element's file system (default 64 MiB): an upload that would
+    /// leave less is refused with 507.
+    #[arg(long, env = "ARTSTORE_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// Milliseconds the cold tier takes before a restore copy starts (default 0).
     #[arg(long, env = "ARTSTORE_COLD_RESTORE_LATENCY_MS")]
     pub cold_restore_latency_ms: Option<u64>,
@@ -397,6 +401,7 @@ impl ElementArgs {
             disposition_interval_secs,
             drain_timeout_secs,
             max_upload_bytes,
+            min_free_bytes,
             cold_restore_latency_ms,
             log_format,
             jwks_max_age_secs,
@@ -776,6 +781,10 @@ disposition_interval_secs = 3600
 drain_timeout_secs = 60
 # Largest accepted upload, bytes (64 GiB). ARTSTORE_MAX_UPLOAD_BYTES
 max_upload_bytes = 68719476736
+# Bytes kept free on the file system (64 MiB): an upload that would leave less is refused
+# with 507 insufficient-storage, so the WAL, sidecars and metadata changes always find room.
+# ARTSTORE_MIN_FREE_BYTES, --min-free-bytes
+min_free_bytes = 67108864
 # Milliseconds the cold tier takes before a restore copy starts. ARTSTORE_COLD_RESTORE_LATENCY_MS
 cold_restore_latency_ms = 0
 # The sidecar cache: unset for the embedded in-memory cache, or a PostgreSQL URL. It is

@@ -272,6 +272,7 @@ impl Ingester {
         };
         let candidates = self.candidates(class, size)?;
         let mut last_error = String::new();
+        let mut all_full = true;
         for (i, e) in candidates.iter().enumerate() {
             if i > 0 {
                 self.metrics.retries.inc();
@@ -282,15 +283,24 @@ impl Ingester {
             match self.elements.create(&e.url, token, &w.content_type(), body).await {
                 Ok(f) if f.status == 201 => return Ok(self.stored(e, f, size, started)),
                 Ok(f) if retryable(f.status, &f.body) => {
+                    all_full &= f.status == 507;
                     last_error = format!("{} answered {}: {}", e.id, f.status, String::from_utf8_lossy(&f.body));
                     tracing::warn!(element = %e.id, status = f.status, "element refused the upload; trying the next");
                 }
                 Ok(f) => return Ok(Outcome::Refused { element_id: e.id.clone(), answer: f }),
                 Err(err) => {
+                    all_full = false;
                     last_error = err.to_string();
                     tracing::warn!(element = %e.id, error = %err, "element failed the upload; trying the next");
                 }
             }
+        }
+        if all_full {
+            return Err(ApiError::typed(
+                ErrorCode::InsufficientStorage,
+                "insufficient-storage",
+                format!("every candidate element is full; nothing was stored. The last: {last_error}"),
+            ));
         }
         Err(ApiError::typed(
             ErrorCode::Unavailable,

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// Too many attempts (failed logins); retry after the time the response names.
     TooManyRequests,
+    /// The storage is full: nothing was stored; another element may take it.
+    InsufficientStorage,
     /// A dependency is down, a drain timed out, or quorum is lost; retry later.
     Unavailable,
     /// Another service failed while working on the request (e.g. an element died during
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Gone => StatusCode::GONE,
+            Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,6 +74,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not-found",
             Self::Gone => "gone",
+            Self::InsufficientStorage => "insufficient-storage",
             Self::Conflict => "conflict",
             Self::PreconditionFailed => "precondition-failed",
             Self::PayloadTooLarge => "payload-too-large",

@@ -31,6 +31,8 @@ pub struct ElementConfig {
     pub drain_timeout_secs: u64,
     /// Largest accepted upload in bytes.
     pub max_upload_bytes: u64,
+    /// Bytes kept free on the file system; an upload that would leave less is refused with 507.
+    pub min_free_bytes: u64,
     /// Milliseconds the cold tier takes before a restore copy starts.
     pub cold_restore_latency_ms: u64,
     /// The sidecar cache: absent for the embedded (in-memory) cache, or a
@@ -79,6 +81,7 @@ impl Default for ElementConfig {
             disposition_interval_secs: 3600,
             drain_timeout_secs: 60,
             max_upload_bytes: 64 * 1024 * 1024 * 1024,
+            min_free_bytes: crate::store::DEFAULT_MIN_FREE_BYTES,
             cold_restore_latency_ms: 0,
             cache: None,
             tls_cert: None,

@@ -64,9 +64,18 @@ pub enum StoreError {
     /// The element cannot take writes now (journal failure, drain timeout, cache outage).
     #[error("{0}")]
     Unavailable(String),
+    /// The element's file system has no room for this write (below `min_free_bytes`, or
+    /// the OS said so); nothing was stored.
+    #[error("{0}")]
+    Full(String),
     /// An I/O failure.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Whether an I/O error means the file system is full (ENOSPC, or EDQUOT: over quota).
+pub fn is_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 impl From<StoreError> for ApiError {
@@ -95,6 +104,15 @@ impl From<StoreError> for ApiError {
             TooLarge(_) => ApiError::typed(ErrorCode::PayloadTooLarge, "payload-too-large", detail),
             Corrupt(_) => ApiError::typed(ErrorCode::Internal, "corrupt-sidecar", detail),
             Unavailable(_) => ApiError::typed(ErrorCode::Unavailable, "unavailable", detail),
+            Full(_) => ApiError::typed(ErrorCode::InsufficientStorage, "insufficient-storage", detail),
+            Io(err) if is_full(&err) => {
+                tracing::warn!(error = %err, "file system full");
+                ApiError::typed(
+                    ErrorCode::InsufficientStorage,
+                    "insufficient-storage",
+                    "the element's disk is full; nothing was stored",
+                )
+            }
             Io(err) => {
                 // The OS text may name server paths: it goes to the log, not the client.
                 tracing::error!(error = %err, "i/o error");
@@ -105,5 +123,24 @@ impl From<StoreError> for ApiError {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_and_other_io_errors_stay_internal() {
+        for kind in [std::io::ErrorKind::StorageFull, std::io::ErrorKind::QuotaExceeded] {
+            let p = ApiError::from(StoreError::Io(std::io::Error::from(kind))).to_problem();
+            assert_eq!(p["status"], 507, "{kind:?}");
+            assert_eq!(p["type"], "https://artstore.dev/problems/insufficient-storage");
+        }
+        let p = ApiError::from(StoreError::Full("no room".into())).to_problem();
+        assert_eq!((p["status"].as_u64(), p["detail"].as_str()), (Some(507), Some("no room")));
+        let p = ApiError::from(StoreError::Io(std::io::Error::other("/secret/path: bad block"))).to_problem();
+        assert_eq!(p["status"], 500);
+        assert!(!p["detail"].as_str().unwrap().contains("/secret"));
     }
 }

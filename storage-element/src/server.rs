@@ -45,6 +45,7 @@ impl ElementConfig {
         sc.initial_mode = self.initial_mode;
         sc.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
         sc.max_upload_bytes = self.max_upload_bytes;
+        sc.min_free_bytes = self.min_free_bytes;
         sc.cold_restore_latency = Duration::from_millis(self.cold_restore_latency_ms);
         Ok(sc)
     }

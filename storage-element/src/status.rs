@@ -14,7 +14,8 @@ pub fn element_info(store: &Store, health: &Health, id: Option<&str>) -> Value {
     json!({
         "id": id,
         "mode": store.mode().as_str(),
-        "free_bytes": fs4::available_space(root).ok(),
+        // Room for documents: what the file system has beyond the reserve.
+        "free_bytes": fs4::available_space(root).ok().map(|f| f.saturating_sub(store.min_free_bytes())),
         "total_bytes": fs4::total_space(root).ok(),
         "documents": store.document_count(),
         "workers": workers(store, health),

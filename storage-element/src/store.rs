@@ -31,6 +31,9 @@ use uuid::Uuid;
 pub const DISPOSITION_ACTOR: &str = "system:disposition";
 const STRIPES: usize = 64;
 
+/// Default of [`StoreConfig::min_free_bytes`] (64 MiB).
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+
 /// Settings the engine needs.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -44,6 +47,9 @@ pub struct StoreConfig {
     pub drain_timeout: Duration,
     /// Largest accepted upload.
     pub max_upload_bytes: u64,
+    /// Space kept free on the file system: an upload that would leave less is refused
+    /// (507), so the WAL, sidecars and metadata changes always find room.
+    pub min_free_bytes: u64,
     /// Simulated latency of the cold tier before a restore copy starts (tape, glacier).
     pub cold_restore_latency: Duration,
 }
@@ -57,6 +63,7 @@ impl StoreConfig {
             initial_mode: ElementMode::Edit,
             drain_timeout: Duration::from_secs(60),
             max_upload_bytes: 64 * 1024 * 1024 * 1024,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             cold_restore_latency: Duration::ZERO,
         }
     }
@@ -99,6 +106,27 @@ pub struct UploadWriter {
     temp: Option<TempFile>,
     written: u64,
     limit: u64,
+    room: Room,
+}
+
+/// The free-space rule of one element.
+#[derive(Debug)]
+struct Room {
+    root: PathBuf,
+    min_free: u64,
+}
+
+impl Room {
+    fn check(&self, more: u64) -> Result<(), StoreError> {
+        let free = fs4::available_space(&self.root)?;
+        if free < self.min_free.saturating_add(more) {
+            return Err(StoreError::Full(format!(
+                "the element's disk is full: {free} bytes free, {} kept in reserve; nothing was stored",
+                self.min_free
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl UploadWriter {
@@ -130,6 +158,8 @@ impl UploadWriter {
         self.tx.take();
         let (sha256, size, file) =
             (&mut self.task).await.map_err(|e| StoreError::Unavailable(format!("upload writer: {e}")))??;
+        // The content is in tmp/ already: what must still fit is the reserve.
+        self.room.check(0)?;
         let temp = self.temp.take().ok_or_else(|| StoreError::Unavailable("upload already finished".into()))?;
         let drain = self.drain.take().ok_or_else(|| StoreError::Unavailable("upload already finished".into()))?;
         Ok(Staged { temp, file, _drain: drain, sha256, size })
@@ -533,6 +563,7 @@ impl Store {
         let drain = self.gate.clone().read_owned().await;
         self.check_mode(Operation::Create)?;
         self.check_journals()?;
+        self.check_room(0)?;
         let (temp, file) = TempFile::create(&self.layout.tmp(), "upload")?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64, std::fs::File)> {
@@ -554,7 +585,18 @@ impl Store {
             temp: Some(temp),
             written: 0,
             limit: self.cfg.max_upload_bytes,
+            room: Room { root: self.layout.root().to_owned(), min_free: self.cfg.min_free_bytes },
         })
+    }
+
+    /// Bytes kept free on the file system ([`StoreConfig::min_free_bytes`]).
+    pub fn min_free_bytes(&self) -> u64 {
+        self.cfg.min_free_bytes
+    }
+
+    /// Refuses a write that would leave less than `min_free_bytes` (after `more` bytes).
+    pub fn check_room(&self, more: u64) -> Result<(), StoreError> {
+        Room { root: self.layout.root().to_owned(), min_free: self.cfg.min_free_bytes }.check(more)
     }
 
     /// Commits a staged upload as a new file (or a new version of a document).
