@@ -328,7 +328,8 @@ impl Ingester {
         let views = self.discovery.elements();
         let ask = |e: ElementView| async move {
             let url = format!("{}/api/v1/files/{file_id}", e.url);
-            let r = self.http.get(&url).bearer_auth(token).timeout(Duration::from_secs(10)).send().await;
+            let rb = self.http.get(&url).bearer_auth(token).timeout(Duration::from_secs(10));
+            let r = artstore_shared::telemetry::propagate(rb).send().await;
             (e, r.map(|r| r.status().as_u16()))
         };
         if let Some(id) = self.hints.get(file_id)

@@ -350,10 +350,7 @@ async fn pass_through(
             rb = rb.header(h.as_str(), v.as_bytes());
         }
     }
-    if let Some(rid) = headers.get("x-request-id") {
-        rb = rb.header("x-request-id", rid.as_bytes());
-    }
-    rb.send().await.map_err(|e| unavailable(element, &e.to_string()))
+    artstore_shared::telemetry::propagate(rb).send().await.map_err(|e| unavailable(element, &e.to_string()))
 }
 
 fn stream_back(element: &str, resp: reqwest::Response) -> Response {

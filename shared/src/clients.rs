@@ -34,7 +34,10 @@ fn client(timeout: Duration) -> reqwest::Client {
 }
 
 async fn send_json<T: for<'de> Deserialize<'de>>(rb: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
-    let resp = rb.send().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+    let resp = crate::telemetry::propagate(rb)
+        .send()
+        .await
+        .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
     let status = resp.status();
     let bytes =
         resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
@@ -238,8 +241,10 @@ impl ElementClient {
     }
 
     async fn forward_send(&self, rb: reqwest::RequestBuilder, url: &str) -> Result<Forwarded, ClientError> {
-        let resp =
-            rb.send().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        let resp = crate::telemetry::propagate(rb)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
         let status = resp.status().as_u16();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body =
@@ -300,7 +305,8 @@ impl ElementClient {
         use futures_util::StreamExt as _;
         let url = format!("{}/api/v1/files/{id}/content", base.trim_end_matches('/'));
         let unreachable = |e: reqwest::Error| ClientError::Unreachable { url: url.clone(), reason: e.to_string() };
-        let resp = self.http.get(&url).bearer_auth(token).send().await.map_err(unreachable)?;
+        let resp =
+            crate::telemetry::propagate(self.http.get(&url).bearer_auth(token)).send().await.map_err(unreachable)?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();

@@ -207,7 +207,7 @@ async fn proxy(s: &AppState, base: &str, req: Request) -> ApiResult<Response> {
     if let Some(secret) = &s.node.cfg.cluster_secret {
         rb = rb.header(crate::network::SECRET_HEADER, secret);
     }
-    let resp = rb.send().await.map_err(|e| {
+    let resp = artstore_shared::telemetry::propagate(rb).send().await.map_err(|e| {
         ApiError::typed(ErrorCode::Unavailable, "leader-unreachable", format!("the leader cannot be reached: {e}"))
     })?;
     let status = resp.status();
