@@ -73,7 +73,8 @@ async fn beat(
         id: id.to_owned(),
         url: url.to_owned(),
         mode: store.mode().as_str().to_owned(),
-        free_bytes: free,
+        // Room for documents: beyond the reserve (as /health/ready reports it).
+        free_bytes: free.saturating_sub(store.min_free_bytes()),
         total_bytes: total,
         at: chrono::Utc::now(),
         documents: store.document_count(),
