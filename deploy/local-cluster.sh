@@ -280,13 +280,15 @@ start_element() {
 
 start_ingester() {
   spawn ingester -- "$BIN" ingester --listen "$H:$INGESTER_PORT" --data "$DIR/ingester" \
-    --jwks "$FRONT/.well-known/jwks.json" --admin "$FRONT" --redis "$REDIS_URL" --log-format json
+    --jwks "$FRONT/.well-known/jwks.json" --admin "$FRONT" --redis "$REDIS_URL" --trusted-proxies $H \
+    --log-format json
 }
 
 start_query() {
   spawn query ARTSTORE_CLIENT_SECRET="$(cat "$SECRETS/query-client-secret")" -- \
     "$BIN" query --listen "$H:$QUERY_PORT" --index "$DIR/query" --jwks "$FRONT/.well-known/jwks.json" \
-    --admin "$FRONT" --client-id "$QUERY_CLIENT" --redis "$REDIS_URL" --kafka "$KAFKA" --log-format json
+    --admin "$FRONT" --client-id "$QUERY_CLIENT" --redis "$REDIS_URL" --kafka "$KAFKA" --trusted-proxies $H \
+    --log-format json
 }
 
 admin_token() {

@@ -245,6 +245,16 @@ pub struct AdminArgs {
     /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
     #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Browser origins allowed by CORS (comma-separated).
+    #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Requests per second one client address may make on the public API (bursts of twice
+    /// that; 429 beyond; default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_ADDRESS")]
+    pub rate_limit_per_address: Option<f64>,
+    /// Requests per second one caller (token subject) may make (default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_CALLER")]
+    pub rate_limit_per_caller: Option<f64>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -273,6 +283,9 @@ impl AdminArgs {
             raft_snapshot_every,
             audit_segment_entries,
             trusted_proxies,
+            cors_origins,
+            rate_limit_per_address,
+            rate_limit_per_caller,
             log_format
         );
         cfg
@@ -525,6 +538,19 @@ pub struct QueryArgs {
     /// Milliseconds between direct probes of each element (default 2000).
     #[arg(long, env = "ARTSTORE_PROBE_INTERVAL_MS")]
     pub probe_interval_ms: Option<u64>,
+    /// Browser origins allowed by CORS (comma-separated).
+    #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Requests per second one client address may make on the public API (bursts of twice
+    /// that; 429 beyond; default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_ADDRESS")]
+    pub rate_limit_per_address: Option<f64>,
+    /// Requests per second one caller (token subject) may make (default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_CALLER")]
+    pub rate_limit_per_caller: Option<f64>,
+    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
+    #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -550,6 +576,10 @@ impl QueryArgs {
             extract_max_text_bytes,
             commit_interval_ms,
             probe_interval_ms,
+            cors_origins,
+            rate_limit_per_address,
+            rate_limit_per_caller,
+            trusted_proxies,
             log_format
         );
         cfg
@@ -607,6 +637,16 @@ pub struct IngesterArgs {
     /// Browser origins allowed by CORS (comma-separated).
     #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
+    /// Requests per second one client address may make on the public API (bursts of twice
+    /// that; 429 beyond; default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_ADDRESS")]
+    pub rate_limit_per_address: Option<f64>,
+    /// Requests per second one caller (token subject) may make (default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_CALLER")]
+    pub rate_limit_per_caller: Option<f64>,
+    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
+    #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Milliseconds between direct probes of each element (default 2000).
     #[arg(long, env = "ARTSTORE_PROBE_INTERVAL_MS")]
     pub probe_interval_ms: Option<u64>,
@@ -636,6 +676,9 @@ impl IngesterArgs {
             tus_max_size,
             idempotency_ttl_secs,
             cors_origins,
+            rate_limit_per_address,
+            rate_limit_per_caller,
+            trusted_proxies,
             probe_interval_ms,
             jwks_max_age_secs,
             log_format
@@ -883,6 +926,14 @@ write_timeout_ms = 5000
 # failed-login limits per address count clients, not the proxy. ARTSTORE_TRUSTED_PROXIES,
 # --trusted-proxies
 trusted_proxies = []
+# Browser origins allowed to call the API (CORS). ARTSTORE_CORS_ORIGINS
+cors_origins = []
+# Requests per second one client address, and one caller (token subject), may make on the
+# public API (bursts of twice that; 429 + Retry-After beyond); 0: no limit. Behind a front
+# proxy, name it in trusted_proxies so the client behind it is counted, not the proxy.
+# ARTSTORE_RATE_LIMIT_PER_ADDRESS, ARTSTORE_RATE_LIMIT_PER_CALLER
+rate_limit_per_address = 0.0
+rate_limit_per_caller = 0.0
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 
@@ -921,6 +972,14 @@ tus_max_size = 68719476736
 idempotency_ttl_secs = 86400
 # Browser origins allowed (CORS), e.g. ["https://archive.example.org"]. ARTSTORE_CORS_ORIGINS
 cors_origins = []
+# Requests per second one client address, and one caller (token subject), may make on the
+# public API (bursts of twice that; 429 + Retry-After beyond); 0: no limit. Behind a front
+# proxy, name it in trusted_proxies so the client behind it is counted, not the proxy.
+# ARTSTORE_RATE_LIMIT_PER_ADDRESS, ARTSTORE_RATE_LIMIT_PER_CALLER
+rate_limit_per_address = 0.0
+rate_limit_per_caller = 0.0
+# Front proxies whose X-Forwarded-For names the client. ARTSTORE_TRUSTED_PROXIES
+trusted_proxies = []
 # Milliseconds between direct probes of each element. ARTSTORE_PROBE_INTERVAL_MS
 probe_interval_ms = 2000
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
@@ -972,6 +1031,11 @@ redis_cache_ttl_secs = 600
 probe_interval_ms = 2000
 # Compare the index with the elements' listings at start and repair what differs.
 reconcile_on_start = false
+# Browser origins (CORS), rate limits and trusted proxies, as for the ingester.
+cors_origins = []
+rate_limit_per_address = 0.0
+rate_limit_per_caller = 0.0
+trusted_proxies = []
 log_format = "pretty"
 
 [query.kafka_options]

@@ -79,6 +79,13 @@ pub struct AdminConfig {
     /// Front proxies (addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For` names
     /// the client: login limits per address count the client, not the proxy.
     pub trusted_proxies: Vec<String>,
+    /// Browser origins allowed to call the API (CORS).
+    pub cors_origins: Vec<String>,
+    /// Requests per second one client address may make on the public API (bursts of twice
+    /// that; 429 beyond); 0: no limit.
+    pub rate_limit_per_address: f64,
+    /// Requests per second one caller (token subject) may make on the public API; 0: no limit.
+    pub rate_limit_per_caller: f64,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -113,6 +120,9 @@ impl Default for AdminConfig {
             tls_ca: None,
             ui_api: None,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            rate_limit_per_address: 0.0,
+            rate_limit_per_caller: 0.0,
             log_format: LogFormat::Pretty,
         }
     }

@@ -49,6 +49,12 @@ impl AdminServer {
         }
         let proxies = artstore_shared::client_addr::TrustedProxies::parse(&cfg.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+        let limits = artstore_shared::limits::PublicLimits {
+            cors_origins: cfg.cors_origins.clone(),
+            per_address: cfg.rate_limit_per_address,
+            per_caller: cfg.rate_limit_per_caller,
+            proxies: proxies.clone(),
+        };
         let state = AppState {
             proxies: Arc::new(proxies),
             node: node.clone(),
@@ -65,8 +71,14 @@ impl AdminServer {
             faults,
             node: node.clone(),
         };
-        let router =
-            artstore_shared::telemetry::instrument(api::router(state), health.clone()).merge(network::routes(rpc));
+        let router = artstore_shared::telemetry::instrument(
+            artstore_shared::limits::apply(
+                api::router(state).layer(axum::extract::DefaultBodyLimit::max(artstore_shared::limits::MAX_JSON_BODY)),
+                limits,
+            ),
+            health.clone(),
+        )
+        .merge(network::routes(rpc));
         Ok(AdminServer { node, router, health, tasks })
     }
 

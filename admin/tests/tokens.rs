@@ -289,3 +289,77 @@ async fn every_documented_route_is_served() {
     }
     c.nodes.get_mut(&1).unwrap().stop().await;
 }
+
+/// The public API limits requests per client address (429 problem+json with Retry-After),
+/// never health or Raft traffic, counts clients behind a trusted proxy apart, and answers
+/// CORS preflights only for allowed origins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_api_rate_limits_and_cors() {
+    let mut c = Cluster::start(1, |cfg| {
+        cfg.rate_limit_per_address = 5.0;
+        cfg.trusted_proxies = vec!["127.0.0.1".into()];
+        cfg.cors_origins = vec!["https://archive.example.org".into()];
+    })
+    .await;
+    c.leader_among(&[1]).await;
+    let base = c.url(1);
+    let http = reqwest::Client::new();
+    let get = |who: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { http.get(format!("{base}/.well-known/jwks.json")).header("x-forwarded-for", who).send().await.unwrap() }
+    };
+    // A burst of twice the rate passes, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..14 {
+        statuses.push(get("203.0.113.7").await.status().as_u16());
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let r = get("203.0.113.7").await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.json::<Value>().await.unwrap()["type"], "https://artstore.dev/problems/rate-limited");
+    // Another client behind the same proxy has its own allowance; health is never limited.
+    assert_eq!(get("203.0.113.8").await.status(), 200);
+    for _ in 0..30 {
+        assert_eq!(http.get(format!("{base}/health/live")).send().await.unwrap().status(), 200);
+    }
+    // After a second, the client may go on.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get("203.0.113.7").await.status(), 200);
+
+    // CORS: an allowed origin's preflight is answered, another origin gets no CORS headers.
+    let pre = |origin: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.request(reqwest::Method::OPTIONS, format!("{base}/api/v1/retention-policies"))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("x-forwarded-for", "203.0.113.9")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = pre("https://archive.example.org").await;
+    assert_eq!(ok.status(), 204);
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://archive.example.org");
+    let no = pre("https://evil.example").await;
+    assert!(no.headers().get("access-control-allow-origin").is_none());
+    // A JSON body over the limit is refused before it is read.
+    let token = admin_token(&base).await;
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20));
+    let r = http
+        .post(format!("{base}/api/v1/retention-policies"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", "203.0.113.10")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    c.nodes.get_mut(&1).unwrap().stop().await;
+}

@@ -42,6 +42,13 @@ pub struct IngesterConfig {
     pub idempotency_ttl_secs: u64,
     /// Origins allowed to call from a browser (CORS), e.g. `https://archive.example.org`.
     pub cors_origins: Vec<String>,
+    /// Requests per second one client address may make on the public API (bursts of twice
+    /// that; 429 beyond); 0: no limit.
+    pub rate_limit_per_address: f64,
+    /// Requests per second one caller (token subject) may make on the public API; 0: no limit.
+    pub rate_limit_per_caller: f64,
+    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
+    pub trusted_proxies: Vec<String>,
     /// Milliseconds between direct probes of each element.
     pub probe_interval_ms: u64,
     /// Log format: pretty or json.
@@ -67,8 +74,24 @@ impl Default for IngesterConfig {
             tus_max_size: 64 << 30,
             idempotency_ttl_secs: 86_400,
             cors_origins: Vec::new(),
+            rate_limit_per_address: 0.0,
+            rate_limit_per_caller: 0.0,
+            trusted_proxies: Vec::new(),
             probe_interval_ms: 2_000,
             log_format: LogFormat::Pretty,
         }
+    }
+}
+
+impl IngesterConfig {
+    /// The public API's guards.
+    pub fn public_limits(&self) -> anyhow::Result<artstore_shared::limits::PublicLimits> {
+        Ok(artstore_shared::limits::PublicLimits {
+            cors_origins: self.cors_origins.clone(),
+            per_address: self.rate_limit_per_address,
+            per_caller: self.rate_limit_per_caller,
+            proxies: artstore_shared::client_addr::TrustedProxies::parse(&self.trusted_proxies)
+                .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
+        })
     }
 }

@@ -8,7 +8,6 @@ use artstore_shared::auth::{Auth, TokenVerifier};
 use artstore_shared::discovery::{self, Discovery, DiscoveryStatus};
 use artstore_shared::health::Health;
 use artstore_shared::workers::Workers;
-use axum::http::{HeaderName, HeaderValue, Method};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,48 +35,6 @@ pub fn discovery_of(cfg: &IngesterConfig, data: &std::path::Path) -> anyhow::Res
     )
 }
 
-/// CORS for browsers on the allow-list: preflights are answered here, other requests get
-/// the allow and expose headers. Requests without an `Origin` (every non-browser client,
-/// and tus's own `OPTIONS`) pass untouched.
-#[derive(Clone, Debug)]
-pub struct Cors {
-    origins: Arc<Vec<String>>,
-}
-
-const CORS_METHODS: &str = "GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS";
-const CORS_ALLOW_HEADERS: &str = "authorization, content-type, content-digest, idempotency-key, tus-resumable, upload-length, upload-offset, upload-metadata, upload-checksum, upload-defer-length, upload-concat, x-http-method-override, x-request-id";
-const CORS_EXPOSE_HEADERS: &str = "location, tus-resumable, tus-version, tus-extension, tus-max-size, tus-checksum-algorithm, upload-offset, upload-length, upload-expires, upload-metadata, artstore-file-id, artstore-element-id, idempotent-replayed, x-request-id";
-
-async fn cors_mw(
-    axum::extract::State(cors): axum::extract::State<Cors>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let Some(origin) = origin.filter(|o| cors.origins.iter().any(|a| a == o)) else {
-        return next.run(req).await;
-    };
-    let allow = HeaderValue::from_str(&origin).unwrap_or_else(|_| HeaderValue::from_static("null"));
-    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key("access-control-request-method");
-    let mut resp = if preflight {
-        let mut r = axum::response::Response::new(axum::body::Body::empty());
-        *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
-        let h = r.headers_mut();
-        h.insert("access-control-allow-methods", HeaderValue::from_static(CORS_METHODS));
-        h.insert("access-control-allow-headers", HeaderValue::from_static(CORS_ALLOW_HEADERS));
-        h.insert("access-control-max-age", HeaderValue::from_static("600"));
-        r
-    } else {
-        let mut r = next.run(req).await;
-        r.headers_mut().insert("access-control-expose-headers", HeaderValue::from_static(CORS_EXPOSE_HEADERS));
-        r
-    };
-    let h = resp.headers_mut();
-    h.insert("access-control-allow-origin", allow);
-    h.append(HeaderName::from_static("vary"), HeaderValue::from_static("origin"));
-    resp
-}
-
 impl IngesterServer {
     /// Opens the data folder, starts discovery and builds the routes.
     pub async fn build(cfg: IngesterConfig, verifier: Arc<TokenVerifier>) -> anyhow::Result<Self> {
@@ -87,13 +44,15 @@ impl IngesterServer {
         std::fs::create_dir_all(&data).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
         let health = Health::new();
         let discovery = discovery_of(&cfg, &data)?;
-        let cors = Cors { origins: Arc::new(cfg.cors_origins.clone()) };
+        let limits = cfg.public_limits()?;
         let ingester = Arc::new(Ingester::new(cfg, data, discovery, health.clone())?);
         let router = artstore_shared::telemetry::instrument(
-            api::router(AppState { ingester: ingester.clone(), auth: Auth(verifier) }),
+            artstore_shared::limits::apply(
+                api::router(AppState { ingester: ingester.clone(), auth: Auth(verifier) }),
+                limits,
+            ),
             health.clone(),
-        )
-        .layer(axum::middleware::from_fn_with_state(cors, cors_mw));
+        );
         Ok(Self { ingester, router, health })
     }
 
@@ -109,11 +68,12 @@ impl IngesterServer {
     pub async fn run<L>(self, listener: L, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
     where
         L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+        for<'a> std::net::SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
     {
         let workers = self.spawn_workers();
         tracing::info!(addr = %listener.local_addr()?, data = %self.ingester.data.display(), "ingester serving");
         let health = self.health.clone();
-        axum::serve(listener, self.router)
+        axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 health.set_not_ready("ingester", "shutting down");

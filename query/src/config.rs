@@ -70,6 +70,15 @@ pub struct QueryConfig {
     /// Compare the index with the elements' listings at start and repair what differs
     /// (standalone turns it on: its in-process bus keeps nothing across a restart).
     pub reconcile_on_start: bool,
+    /// Browser origins allowed to call the API (CORS).
+    pub cors_origins: Vec<String>,
+    /// Requests per second one client address may make on the public API (bursts of twice
+    /// that; 429 beyond); 0: no limit.
+    pub rate_limit_per_address: f64,
+    /// Requests per second one caller (token subject) may make on the public API; 0: no limit.
+    pub rate_limit_per_caller: f64,
+    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
+    pub trusted_proxies: Vec<String>,
     /// Log format: pretty or json.
     pub log_format: LogFormat,
 }
@@ -105,6 +114,10 @@ impl Default for QueryConfig {
             redis_cache_ttl_secs: 600,
             probe_interval_ms: 2_000,
             reconcile_on_start: false,
+            cors_origins: Vec::new(),
+            rate_limit_per_address: 0.0,
+            rate_limit_per_caller: 0.0,
+            trusted_proxies: Vec::new(),
             log_format: LogFormat::Pretty,
         }
     }
@@ -112,6 +125,16 @@ impl Default for QueryConfig {
 
 impl QueryConfig {
     /// The extraction limits these settings name.
+    pub fn public_limits(&self) -> anyhow::Result<artstore_shared::limits::PublicLimits> {
+        Ok(artstore_shared::limits::PublicLimits {
+            cors_origins: self.cors_origins.clone(),
+            per_address: self.rate_limit_per_address,
+            per_caller: self.rate_limit_per_caller,
+            proxies: artstore_shared::client_addr::TrustedProxies::parse(&self.trusted_proxies)
+                .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
+        })
+    }
+
     pub fn limits(&self) -> artstore_extract::Limits {
         artstore_extract::Limits {
             max_input_bytes: self.extract_max_input_bytes,

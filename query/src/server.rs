@@ -132,9 +132,14 @@ impl QueryServer {
                 None
             }
         };
+        let limits = cfg.public_limits()?;
         let service = QueryService::open(cfg, root, sources, health.clone())?;
         let router = artstore_shared::telemetry::instrument(
-            api::router(AppState { svc: service.clone(), auth: Auth(deps.verifier.clone()) }),
+            artstore_shared::limits::apply(
+                api::router(AppState { svc: service.clone(), auth: Auth(deps.verifier.clone()) })
+                    .layer(axum::extract::DefaultBodyLimit::max(artstore_shared::limits::MAX_JSON_BODY)),
+                limits,
+            ),
             health.clone(),
         );
         Ok(Self { service, router, health, bus })
@@ -161,11 +166,12 @@ impl QueryServer {
     pub async fn run<L>(self, listener: L, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
     where
         L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+        for<'a> std::net::SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
     {
         let workers = self.spawn_workers();
         tracing::info!(addr = %listener.local_addr()?, index = %self.service.root.display(), "query role serving");
         let health = self.health.clone();
-        axum::serve(listener, self.router)
+        axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 health.set_not_ready("query", "shutting down");

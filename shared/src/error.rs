@@ -199,6 +199,13 @@ impl IntoResponse for ApiError {
 pub fn json_body<T>(r: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
     use axum::extract::rejection::JsonRejection;
     r.map(|axum::Json(v)| v).map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::typed(
+                ErrorCode::PayloadTooLarge,
+                "payload-too-large",
+                format!("the JSON body is larger than this API reads: {}", e.body_text()),
+            );
+        }
         let code = if matches!(e, JsonRejection::MissingJsonContentType(_)) {
             ErrorCode::UnsupportedMediaType
         } else {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod front_proxy;
 pub mod health;
+pub mod limits;
 pub mod retention;
 pub mod routing;
 pub mod sidecar;
