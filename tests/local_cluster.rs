@@ -384,7 +384,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_panel_has_data() {
             rules += 1;
         }
     }
-    assert_eq!(rules, 19);
+    assert_eq!(rules, 20);
     // A healthy cluster raises no alert but the ones that need no fault to fire.
     let v: Value = http.get(format!("{prom}/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
     let firing: Vec<&Value> =

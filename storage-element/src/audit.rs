@@ -92,7 +92,7 @@ impl JournalSink for AuditSink {
     fn write(&mut self, buf: &[u8], sync: bool) -> io::Result<()> {
         self.file.write_all(buf)?;
         if sync {
-            self.file.sync_data()?;
+            crate::durable::sync_data(&self.file)?;
         }
         Ok(())
     }

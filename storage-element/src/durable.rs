@@ -9,9 +9,55 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+/// The file-system seam for fault drills: `ARTSTORE_FAULT_FSYNC_AFTER=N` makes every fsync
+/// after the first N fail with an I/O error, as a dying disk does (read once at start).
+/// Unset, every fsync is the file system's own.
+fn fault_check() -> std::io::Result<()> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BUDGET: OnceLock<Option<AtomicU64>> = OnceLock::new();
+    let budget = BUDGET.get_or_init(|| {
+        std::env::var("ARTSTORE_FAULT_FSYNC_AFTER").ok().and_then(|v| v.parse().ok()).map(AtomicU64::new)
+    });
+    match budget {
+        Some(left) if left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() => {
+            Err(std::io::Error::other("injected fsync failure (ARTSTORE_FAULT_FSYNC_AFTER)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+static SYNC_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether an fsync failed in this process. After a failed fsync the kernel may have
+/// dropped the dirty pages it could not write, so nothing written since can be trusted to
+/// be durable: the element refuses writes until it is restarted (and recovers from its WAL).
+pub fn sync_failed() -> bool {
+    SYNC_FAILED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn note(r: std::io::Result<()>) -> std::io::Result<()> {
+    if let Err(e) = &r
+        && !SYNC_FAILED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        tracing::error!(error = %e, "fsync failed: this element refuses writes until it is restarted");
+    }
+    r
+}
+
+/// `fsync` of a file (data and metadata), through the fault seam.
+pub fn sync_all(f: &File) -> std::io::Result<()> {
+    note(fault_check().and_then(|()| f.sync_all()))
+}
+
+/// `fdatasync` of a file, through the fault seam.
+pub fn sync_data(f: &File) -> std::io::Result<()> {
+    note(fault_check().and_then(|()| f.sync_data()))
+}
+
 /// Fsyncs a directory so renames and creations inside it are durable.
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    sync_all(&File::open(dir)?)
 }
 
 /// Creates `dir` and any missing parents, fsyncing each parent that gained an entry.
@@ -81,7 +127,7 @@ impl Drop for TempFile {
 pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let (tmp, mut f) = TempFile::create(tmp_dir, "sidecar")?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    sync_all(&f)?;
     drop(f);
     tmp.persist(dest)
 }
@@ -110,7 +156,7 @@ pub fn copy_durable(src: &Path, tmp_dir: &Path, dest: &Path) -> std::io::Result<
     let (tmp, mut out) = TempFile::create(tmp_dir, "copy")?;
     let mut input = File::open(src)?;
     let n = std::io::copy(&mut input, &mut out)?;
-    out.sync_all()?;
+    sync_all(&out)?;
     drop(out);
     if let Some(dir) = dest.parent() {
         create_dir_durable(dir)?;

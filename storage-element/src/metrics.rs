@@ -1,6 +1,7 @@
 //! The element's own series on `/metrics`, refreshed every two seconds from what it
 //! reports on `/health/ready`: space, documents, mode, how far the cache and the outbox
-//! trail the WAL, and the disposition schedule.
+//! trail the WAL, the disposition schedule, and whether a storage failure stopped writes
+//! (which also turns `/health/ready` to not ready, naming it).
 
 use crate::store::Store;
 use artstore_shared::health::Counter;
@@ -25,9 +26,16 @@ pub async fn run(store: Arc<Store>, health: Health) {
     let failed = m.gauge("element_disposition_failed_documents", "Documents the last run could not dispose of");
     let review = m.gauge("element_review_due_documents", "Documents whose term ended with disposition review");
     let last_run = m.gauge("element_disposition_last_run_timestamp_seconds", "End of the last disposition run");
+    let failed_writes =
+        m.gauge("element_writes_refused", "1 after a storage failure: the element refuses writes until restarted");
     let (mut runs_seen, mut errors_seen, mut disposed_seen) = (0u64, 0u64, 0u64);
     let root = store.root().to_owned();
     loop {
+        // A storage failure shows on /health/ready (not ready, with the reason) and here.
+        if let Some(why) = store.write_failure() {
+            health.set_not_ready("store", format!("{why}; writes are refused until the element is restarted"));
+            failed_writes.set(1);
+        }
         if let Ok(f) = fs4::available_space(&root) {
             free.set(f as i64);
         }

@@ -549,12 +549,22 @@ impl Store {
     }
 
     fn check_journals(&self) -> Result<(), StoreError> {
-        if self.wal.has_failed() || self.audit.has_failed() {
-            return Err(StoreError::Unavailable(
-                "a journal write failed earlier; the element refuses writes until restarted".into(),
-            ));
+        match self.write_failure() {
+            Some(why) => Err(StoreError::Unavailable(format!("{why}; the element refuses writes until restarted"))),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Why the element refuses writes after a storage failure (a journal write or an fsync
+    /// failed), or `None`.
+    pub fn write_failure(&self) -> Option<&'static str> {
+        if durable::sync_failed() {
+            Some("an fsync failed (the disk may be failing; see the element's log)")
+        } else if self.wal.has_failed() || self.audit.has_failed() {
+            Some("a journal write failed (see the element's log)")
+        } else {
+            None
+        }
     }
 
     /// Begins an upload: a temp file and its writer thread. The upload counts as an
@@ -671,11 +681,11 @@ impl Store {
         let Staged { temp: content_temp, file: content_file, _drain: _drain_guard, .. } = staged;
         let tmp = self.layout.tmp();
         let sidecar_bytes = bytes.clone();
-        let sync_content = blocking(move || content_file.sync_all());
+        let sync_content = blocking(move || durable::sync_all(&content_file));
         let write_sidecar = blocking(move || -> std::io::Result<TempFile> {
             let (t, mut f) = TempFile::create(&tmp, "sidecar")?;
             f.write_all(&sidecar_bytes)?;
-            f.sync_all()?;
+            durable::sync_all(&f)?;
             Ok(t)
         });
         let intent = self.wal.intent(Intent {

@@ -158,14 +158,14 @@ impl JournalSink for WalSink {
 
     fn write(&mut self, buf: &[u8], sync: bool) -> io::Result<()> {
         if self.size >= SEGMENT_BYTES {
-            self.file.sync_data()?;
+            crate::durable::sync_data(&self.file)?;
             self.file = Self::open_segment(&self.dir, self.next_seq - count_lines(buf))?;
             self.size = 0;
         }
         self.file.write_all(buf)?;
         self.size += buf.len() as u64;
         if sync {
-            self.file.sync_data()?;
+            crate::durable::sync_data(&self.file)?;
         }
         Ok(())
     }
