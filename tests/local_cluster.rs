@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use support::BIN;
 
-const BIN: &str = env!("CARGO_BIN_EXE_artstore");
 const PASSWORD: &str = "local-cluster-pass-1";
 
 struct Cluster {
@@ -391,4 +391,138 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_panel_has_data() {
         v["data"]["alerts"].as_array().unwrap().iter().filter(|a| a["state"] == "firing").collect();
     assert!(firing.is_empty(), "alerts firing on a healthy cluster: {firing:?}");
     eprintln!("{checked} panel queries returned data; {rules} rules healthy");
+}
+
+/// The design brief's promise for the whole system: with every database gone (each
+/// element's PostgreSQL cache dropped, Redis flushed, the Kafka topic deleted, the search
+/// index deleted), the files rebuild everything: every element's listing and sidecars,
+/// every version list and every search answer are identical to before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_system_restore_drill_rebuilds_everything_from_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Cluster { dir: tmp.path().join("cluster"), base: free_base() };
+    c.up();
+    let front = c.front();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let token = support::password_token(&http, &front, "admin", PASSWORD).await;
+    let r = http
+        .post(format!("{front}/api/v1/retention-policies"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "tax", "term": "P7Y", "mode": "governance", "disposition": "dispose"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Documents of every kind: kept and temporary, tagged, two versions, on hold, deleted.
+    let kept = upload(&http, &front, &token, "ledger.txt", "orchard ledger for the year", Some("tax")).await;
+    let temp = upload(&http, &front, &token, "scratch.txt", "orchard scratch notes", None).await;
+    let v1 = upload(&http, &front, &token, "contract.txt", "orchard contract first draft", Some("tax")).await;
+    let doc = v1["document_id"].as_str().unwrap().to_owned();
+    let form = reqwest::multipart::Form::new()
+        .text("document_id", doc.clone())
+        .text("retention_policy", "tax")
+        .text("tags", "signed")
+        .part("file", reqwest::multipart::Part::bytes(b"orchard contract signed".to_vec()).file_name("contract.txt"));
+    let r = http.post(format!("{front}/api/v1/files")).bearer_auth(&token).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v2: Value = r.json().await.unwrap();
+    let held = upload(&http, &front, &token, "held.txt", "orchard dispute evidence", Some("tax")).await;
+    let held_id = held["file_id"].as_str().unwrap();
+    let r = http
+        .put(format!("{front}/api/v1/files/{held_id}/legal-hold"))
+        .bearer_auth(&token)
+        .json(&json!({"enabled": true, "reason": "case 42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let gone = upload(&http, &front, &token, "gone.txt", "orchard mistake", None).await;
+    let gone_id = gone["file_id"].as_str().unwrap();
+    let r = http.delete(format!("{front}/api/v1/files/{gone_id}")).bearer_auth(&token).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let live: Vec<&str> = [&kept, &temp, &v1, &v2, &held].iter().map(|v| v["file_id"].as_str().unwrap()).collect();
+
+    let elements = [format!("http://127.0.0.1:{}", c.base + 11), format!("http://127.0.0.1:{}", c.base + 12)];
+    // Everything the archive answers, as a client sees it.
+    let snapshot = |http: reqwest::Client, token: String| {
+        let (front, elements, doc) = (front.clone(), elements.clone(), doc.clone());
+        async move {
+            let mut out = BTreeMap::new();
+            for (i, e) in elements.iter().enumerate() {
+                let mut items = support::list_all(&http, e, &token, "").await;
+                items.sort_by(|a, b| a["file_id"].as_str().cmp(&b["file_id"].as_str()));
+                out.insert(format!("listing se-{}", i + 1), Value::Array(items));
+            }
+            let versions: Value =
+                support::get_json(&http, &format!("{front}/api/v1/documents/{doc}/versions"), &token).await;
+            out.insert("versions".to_owned(), versions);
+            for q in ["orchard", "contract", "ledger", ""] {
+                let v = support::get_json(&http, &format!("{front}/api/v1/search?q={q}&limit=100&facets=tags"), &token)
+                    .await;
+                let mut ids: Vec<String> =
+                    v["hits"].as_array().unwrap().iter().map(|h| h["file_id"].as_str().unwrap().to_owned()).collect();
+                ids.sort();
+                out.insert(format!("search {q:?}"), json!({"total": v["total"], "ids": ids, "facets": v["facets"]}));
+            }
+            out
+        }
+    };
+    search_finds(&http, &front, &token, "orchard", &live).await;
+    let before = snapshot(http.clone(), token.clone()).await;
+
+    // Every database goes: the roles stop, the caches are dropped, Redis is flushed, the
+    // events topic and the search index are deleted.
+    for part in ["query", "ingester", "se-1", "se-2"] {
+        let out = c.script(&["stop", part]);
+        assert!(out.status.success(), "stop {part}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let pg = format!("postgres://postgres@127.0.0.1:{}", c.base + 32);
+    for db in ["artstore_se_1", "artstore_se_2"] {
+        for sql in [format!("drop database {db}"), format!("create database {db}")] {
+            let out = Command::new("psql").arg(format!("{pg}/postgres")).args(["-qc", &sql]).output().unwrap();
+            assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let out = Command::new("redis-cli").args(["-p", &(c.base + 79).to_string(), "flushall"]).output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+        .args(["tool", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server"])
+        .arg(format!("127.0.0.1:{}", c.base + 92))
+        .args(["--delete", "--topic", "artstore.events"])
+        .env("ARTSTORE_KAFKA_DIR", c.dir.join("kafka"))
+        .env("ARTSTORE_KAFKA_PORT", (c.base + 92).to_string())
+        .env("ARTSTORE_KAFKA_CONTROLLER_PORT", (c.base + 93).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "topic delete: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(c.dir.join("query")).unwrap();
+
+    // Rebuild from the files, and start again.
+    for id in ["se-1", "se-2"] {
+        let out = Command::new(BIN)
+            .args(["storage-element", "rebuild-cache", "--data"])
+            .arg(c.dir.join(id))
+            .arg("--cache")
+            .arg(format!("{pg}/artstore_{}", id.replace('-', "_")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "rebuild-cache {id}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("{id}: {}", text.trim());
+    }
+    for part in ["se-1", "se-2", "ingester", "query"] {
+        let out = c.script(&["start", part]);
+        assert!(out.status.success(), "start {part}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    search_finds(&http, &front, &token, "orchard", &live).await;
+    let after = snapshot(http.clone(), token.clone()).await;
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "{k} differs after the restore drill");
+    }
+    assert_eq!(after.len(), before.len());
+    // The deleted document stays deleted, the hold stays.
+    let r = http.get(format!("{front}/api/v1/files/{held_id}")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["retention"]["legal_hold"], true);
 }

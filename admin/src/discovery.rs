@@ -97,8 +97,13 @@ async fn round(
 ) -> Result<(), redis::RedisError> {
     if node.is_leader() {
         let reg = registry_of(node);
-        // Republished on change, after a reconnect, and every 30 s (a flushed Redis heals).
-        let fresh = published.is_some_and(|(v, at)| v == reg.version && at.elapsed() < Duration::from_secs(30));
+        // Republished on change, after a reconnect, every 30 s, and as soon as the key is
+        // missing (a flushed or replaced Redis heals within a round).
+        let mut fresh = published.is_some_and(|(v, at)| v == reg.version && at.elapsed() < Duration::from_secs(30));
+        if fresh {
+            let exists: bool = c.exists(REGISTRY_KEY).await?;
+            fresh = exists;
+        }
         if !fresh {
             let body = serde_json::to_string(&reg).unwrap_or_default();
             let () = c.set(REGISTRY_KEY, body).await?;
