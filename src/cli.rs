@@ -144,6 +144,24 @@ macro_rules! overlay {
     };
 }
 
+/// The guards of a public API listener (admin, ingester, query): the same flags on each.
+#[derive(Debug, Args, Default)]
+pub struct PublicApiArgs {
+    /// Browser origins allowed by CORS (comma-separated).
+    #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Requests per second one client address may make on the public API (bursts of twice
+    /// that; 429 beyond; default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_ADDRESS")]
+    pub rate_limit_per_address: Option<f64>,
+    /// Requests per second one caller (token subject) may make (default 0: no limit).
+    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_CALLER")]
+    pub rate_limit_per_caller: Option<f64>,
+    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
+    #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AdminCmd {
@@ -242,19 +260,8 @@ pub struct AdminArgs {
     /// Serve the web UI too; it calls the public API at this URL (the front proxy).
     #[arg(long, env = "ARTSTORE_UI_API")]
     pub ui_api: Option<String>,
-    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
-    #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<String>>,
-    /// Browser origins allowed by CORS (comma-separated).
-    #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Requests per second one client address may make on the public API (bursts of twice
-    /// that; 429 beyond; default 0: no limit).
-    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_ADDRESS")]
-    pub rate_limit_per_address: Option<f64>,
-    /// Requests per second one caller (token subject) may make (default 0: no limit).
-    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_CALLER")]
-    pub rate_limit_per_caller: Option<f64>,
+    #[command(flatten)]
+    pub public: PublicApiArgs,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -282,12 +289,10 @@ impl AdminArgs {
             raft_election_max_ms,
             raft_snapshot_every,
             audit_segment_entries,
-            trusted_proxies,
-            cors_origins,
-            rate_limit_per_address,
-            rate_limit_per_caller,
             log_format
         );
+        let p = a.public;
+        overlay!(cfg, p, cors_origins, rate_limit_per_address, rate_limit_per_caller, trusted_proxies);
         cfg
     }
 }
@@ -538,19 +543,8 @@ pub struct QueryArgs {
     /// Milliseconds between direct probes of each element (default 2000).
     #[arg(long, env = "ARTSTORE_PROBE_INTERVAL_MS")]
     pub probe_interval_ms: Option<u64>,
-    /// Browser origins allowed by CORS (comma-separated).
-    #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Requests per second one client address may make on the public API (bursts of twice
-    /// that; 429 beyond; default 0: no limit).
-    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_ADDRESS")]
-    pub rate_limit_per_address: Option<f64>,
-    /// Requests per second one caller (token subject) may make (default 0: no limit).
-    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_CALLER")]
-    pub rate_limit_per_caller: Option<f64>,
-    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
-    #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<String>>,
+    #[command(flatten)]
+    pub public: PublicApiArgs,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -576,12 +570,10 @@ impl QueryArgs {
             extract_max_text_bytes,
             commit_interval_ms,
             probe_interval_ms,
-            cors_origins,
-            rate_limit_per_address,
-            rate_limit_per_caller,
-            trusted_proxies,
             log_format
         );
+        let p = a.public;
+        overlay!(cfg, p, cors_origins, rate_limit_per_address, rate_limit_per_caller, trusted_proxies);
         cfg
     }
 }
@@ -634,19 +626,8 @@ pub struct IngesterArgs {
     /// Seconds an idempotency key is remembered (default 86400).
     #[arg(long, env = "ARTSTORE_IDEMPOTENCY_TTL_SECS")]
     pub idempotency_ttl_secs: Option<u64>,
-    /// Browser origins allowed by CORS (comma-separated).
-    #[arg(long, env = "ARTSTORE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Requests per second one client address may make on the public API (bursts of twice
-    /// that; 429 beyond; default 0: no limit).
-    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_ADDRESS")]
-    pub rate_limit_per_address: Option<f64>,
-    /// Requests per second one caller (token subject) may make (default 0: no limit).
-    #[arg(long, env = "ARTSTORE_RATE_LIMIT_PER_CALLER")]
-    pub rate_limit_per_caller: Option<f64>,
-    /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
-    #[arg(long, env = "ARTSTORE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<String>>,
+    #[command(flatten)]
+    pub public: PublicApiArgs,
     /// Milliseconds between direct probes of each element (default 2000).
     #[arg(long, env = "ARTSTORE_PROBE_INTERVAL_MS")]
     pub probe_interval_ms: Option<u64>,
@@ -675,14 +656,12 @@ impl IngesterArgs {
             upload_expiry_secs,
             tus_max_size,
             idempotency_ttl_secs,
-            cors_origins,
-            rate_limit_per_address,
-            rate_limit_per_caller,
-            trusted_proxies,
             probe_interval_ms,
             jwks_max_age_secs,
             log_format
         );
+        let p = a.public;
+        overlay!(cfg, p, cors_origins, rate_limit_per_address, rate_limit_per_caller, trusted_proxies);
         cfg
     }
 }

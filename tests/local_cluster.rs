@@ -89,6 +89,18 @@ fn alive(pid: &str) -> bool {
     std::fs::metadata(format!("/proc/{pid}")).is_ok()
 }
 
+/// A seven-year policy `tax` with disposition `dispose`, in `mode`.
+async fn create_policy(http: &reqwest::Client, front: &str, token: &str, mode: &str) {
+    let r = http
+        .post(format!("{front}/api/v1/retention-policies"))
+        .bearer_auth(token)
+        .json(&json!({"name": "tax", "term": "P7Y", "mode": mode, "disposition": "dispose"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
 async fn upload(
     http: &reqwest::Client,
     front: &str,
@@ -145,14 +157,7 @@ async fn local_cluster_comes_up_serves_through_the_front_and_comes_back() {
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let token = support::password_token(&http, &front, "admin", PASSWORD).await;
-    let r = http
-        .post(format!("{front}/api/v1/retention-policies"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "tax", "term": "P7Y", "mode": "compliance", "disposition": "dispose"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    create_policy(&http, &front, &token, "compliance").await;
 
     // Kept for years → the rw element first; no retention (temporary) → the edit element first.
     let kept = upload(&http, &front, &token, "kept.txt", "quarterly zeppelin ledger", Some("tax")).await;
@@ -306,14 +311,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_panel_has_data() {
     let prom = format!("http://127.0.0.1:{prom_port}");
 
     // Traffic for every panel: a policy, uploads of two size classes, searches.
-    let r = http
-        .post(format!("{front}/api/v1/retention-policies"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "tax", "term": "P7Y", "mode": "governance", "disposition": "dispose"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    create_policy(&http, &front, &token, "governance").await;
     let big = "lighthouse ".repeat(10_000);
     let mut ids = Vec::new();
     for (i, body) in ["small lighthouse log", big.as_str(), "another lighthouse"].into_iter().enumerate() {
@@ -405,14 +403,7 @@ async fn whole_system_restore_drill_rebuilds_everything_from_the_files() {
     let front = c.front();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let token = support::password_token(&http, &front, "admin", PASSWORD).await;
-    let r = http
-        .post(format!("{front}/api/v1/retention-policies"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "tax", "term": "P7Y", "mode": "governance", "disposition": "dispose"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    create_policy(&http, &front, &token, "governance").await;
 
     // Documents of every kind: kept and temporary, tagged, two versions, on hold, deleted.
     let kept = upload(&http, &front, &token, "ledger.txt", "orchard ledger for the year", Some("tax")).await;

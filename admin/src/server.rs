@@ -47,16 +47,15 @@ impl AdminServer {
                 Duration::from_secs(2),
             )),
         }
-        let proxies = artstore_shared::client_addr::TrustedProxies::parse(&cfg.trusted_proxies)
-            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
-        let limits = artstore_shared::limits::PublicLimits {
-            cors_origins: cfg.cors_origins.clone(),
-            per_address: cfg.rate_limit_per_address,
-            per_caller: cfg.rate_limit_per_caller,
-            proxies: proxies.clone(),
-        };
+        let limits = artstore_shared::limits::PublicLimits::from_settings(
+            &cfg.cors_origins,
+            cfg.rate_limit_per_address,
+            cfg.rate_limit_per_caller,
+            &cfg.trusted_proxies,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         let state = AppState {
-            proxies: Arc::new(proxies),
+            proxies: Arc::new(limits.proxies.clone()),
             node: node.clone(),
             auth: Auth(node.verifier.clone()),
             http: client()?.timeout(Duration::from_secs(150)).build()?,

@@ -86,12 +86,12 @@ impl Default for IngesterConfig {
 impl IngesterConfig {
     /// The public API's guards.
     pub fn public_limits(&self) -> anyhow::Result<artstore_shared::limits::PublicLimits> {
-        Ok(artstore_shared::limits::PublicLimits {
-            cors_origins: self.cors_origins.clone(),
-            per_address: self.rate_limit_per_address,
-            per_caller: self.rate_limit_per_caller,
-            proxies: artstore_shared::client_addr::TrustedProxies::parse(&self.trusted_proxies)
-                .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
-        })
+        artstore_shared::limits::PublicLimits::from_settings(
+            &self.cors_origins,
+            self.rate_limit_per_address,
+            self.rate_limit_per_caller,
+            &self.trusted_proxies,
+        )
+        .map_err(|e| anyhow::anyhow!(e))
     }
 }

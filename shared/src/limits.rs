@@ -34,6 +34,23 @@ pub struct PublicLimits {
     pub proxies: TrustedProxies,
 }
 
+impl PublicLimits {
+    /// From a role's settings; names a trusted proxy it cannot read.
+    pub fn from_settings(
+        cors_origins: &[String],
+        per_address: f64,
+        per_caller: f64,
+        trusted_proxies: &[String],
+    ) -> Result<Self, String> {
+        Ok(Self {
+            cors_origins: cors_origins.to_vec(),
+            per_address,
+            per_caller,
+            proxies: TrustedProxies::parse(trusted_proxies).map_err(|e| format!("trusted_proxies: {e}"))?,
+        })
+    }
+}
+
 /// Wraps `router` with CORS and the rate limits.
 pub fn apply(router: Router, limits: PublicLimits) -> Router {
     let cors = Cors { origins: Arc::new(limits.cors_origins.clone()) };
