@@ -145,9 +145,27 @@ fn systemd_units_start_commands_the_binary_accepts() {
         for must in ["NoNewPrivileges=yes", "ProtectSystem=strict", "User=artstore", "StateDirectory="] {
             assert!(text.contains(must), "{}: no {must}", path.display());
         }
+        systemd_verify(&path, &text, instance);
         seen += 1;
     }
     assert_eq!(seen, 4);
+}
+
+/// `systemd-analyze verify` on a copy of the unit (as an instance for templates, with an
+/// executable that exists here): every directive known, every value valid.
+fn systemd_verify(path: &Path, text: &str, instance: &str) {
+    let Ok(out) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        assert!(std::env::var_os("CI").is_none(), "systemd-analyze is missing (Debian's systemd package)");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().replace("@.", &format!("@{instance}."));
+    let copy = dir.path().join(name);
+    std::fs::write(&copy, text.replace("/usr/local/bin/artstore", "/bin/true")).unwrap();
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "{}: systemd-analyze verify says:\n{said}", path.display());
 }
 
 #[test]
