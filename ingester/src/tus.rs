@@ -745,3 +745,307 @@ pub fn spawn_sweeper(ing: Arc<Ingester>, interval: Duration) -> tokio::task::Joi
         }
     })
 }
+
+/// Property-based fuzzing of the private tus header parsers (`Upload-Metadata`,
+/// `Upload-Checksum`, `Tus-Resumable`); the headers parsed inside the handlers
+/// (`Upload-Length`, `Upload-Offset`) are fuzzed over HTTP in `tests/fuzz_tus.rs`.
+/// `ARTSTORE_FUZZ_CASES` cases per property (2000 by default); a long campaign:
+/// `ARTSTORE_FUZZ_CASES=1000000 cargo nextest run -p artstore-ingester --lib tus::fuzz`
+/// (the ignored test is a finding's regression case: `--run-ignored only`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use artstore_shared::upload::check_field;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    fn cases() -> u32 {
+        std::env::var("ARTSTORE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(cases()) }
+    }
+
+    /// A key of `Upload-Metadata`: ours, the usual client ones, or any other (no space,
+    /// no comma, as tus says).
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec!["filename", "name", "content_type", "filetype", "type"]).prop_map(str::to_owned),
+            3 => prop::sample::select(FORM_FIELDS).prop_map(str::to_owned),
+            1 => prop::sample::select(vec!["relativePath", "Filename", "TAGS", "file", "after_version"]).prop_map(str::to_owned),
+            1 => "[!-+\\--~]{1,10}",
+        ]
+    }
+
+    /// A value for a key: valid for our form fields most of the time, anything otherwise.
+    fn value_for(key: &str) -> BoxedStrategy<Option<String>> {
+        let valid: BoxedStrategy<String> = match key {
+            "metadata" => {
+                prop_oneof![Just("{}".to_owned()), "\\{\"[a-z]{1,5}\": ?[0-9]{1,4}\\}", Just("[1]".to_owned())].boxed()
+            }
+            "document_id" => prop_oneof![any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()), ".{0,8}"].boxed(),
+            "retention_mode" => prop::sample::select(vec!["compliance", "governance", "none", "", " none", "forever"])
+                .prop_map(str::to_owned)
+                .boxed(),
+            "retain_until" => prop::sample::select(vec![
+                "2030-01-01T00:00:00Z",
+                "2030-01-01T00:00:00+02:00",
+                " 2030-01-01T00:00:00Z ",
+                "tomorrow",
+                "2030-13-01T00:00:00Z",
+            ])
+            .prop_map(str::to_owned)
+            .boxed(),
+            "legal_hold" => {
+                prop::sample::select(vec!["true", "false", "", "yes", "TRUE"]).prop_map(str::to_owned).boxed()
+            }
+            "disposition" => {
+                prop::sample::select(vec!["dispose", "review", "", "burn"]).prop_map(str::to_owned).boxed()
+            }
+            _ => any::<String>().boxed(),
+        };
+        prop_oneof![1 => Just(None), 6 => valid.prop_map(Some)].boxed()
+    }
+
+    fn pairs() -> impl Strategy<Value = Vec<(String, Option<String>)>> {
+        prop::collection::vec(key().prop_flat_map(|k| (Just(k.clone()), value_for(&k))), 0..8)
+    }
+
+    /// What `parse_metadata` must answer for these pairs: tus 1.0.0 creation, with our
+    /// form fields checked as every writer checks them.
+    fn model(pairs: &[(String, Option<String>)]) -> Result<(String, String, UploadFields), ()> {
+        let mut filename = "file".to_owned();
+        let mut content_type = "application/octet-stream".to_owned();
+        let mut fields = UploadFields::default();
+        for (k, v) in pairs {
+            let v = v.clone().unwrap_or_default();
+            match k.as_str() {
+                "filename" | "name" => filename = v,
+                "content_type" | "filetype" | "type" if !v.is_empty() => content_type = v,
+                "content_type" | "filetype" | "type" => {}
+                k if FORM_FIELDS.contains(&k) => {
+                    if check_field(k, &v).is_err() || fields.get(k).is_some() {
+                        return Err(());
+                    }
+                    fields.0.push((k.to_owned(), v));
+                }
+                _ => {}
+            }
+        }
+        Ok((filename, content_type, fields))
+    }
+
+    fn header(pairs: &[(String, Option<String>)], sep: &str) -> String {
+        pairs
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k} {}", B64.encode(v)),
+                None => k.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+
+    /// What holds of any answer: refusals are 400s naming the header; what is accepted
+    /// passed the form's checks; a value that is not base64 is never accepted.
+    fn check_any(raw: &str) -> Result<(), TestCaseError> {
+        let malformed = raw.split(',').map(str::trim).filter(|p| !p.is_empty()).any(|p| {
+            p.split_once(' ').is_some_and(|(_, v)| !matches!(B64.decode(v.trim()).map(String::from_utf8), Ok(Ok(_))))
+        });
+        match parse_metadata(raw) {
+            Ok((_, _, fields)) => {
+                prop_assert!(!malformed, "a value that is not base64 UTF-8 was accepted: {:?}", raw);
+                for (k, v) in &fields.0 {
+                    prop_assert!(FORM_FIELDS.contains(&k.as_str()));
+                    prop_assert!(check_field(k, v).is_ok(), "{}={:?} was accepted", k, v);
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.code, ErrorCode::BadRequest);
+                prop_assert!(e.detail.starts_with("Upload-Metadata"), "{}", e.detail);
+            }
+        }
+        Ok(())
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Truncate(Index),
+        FlipBit(Index, u8),
+        Insert(Index, String),
+        Delete(Index, usize),
+        Duplicate(Index, usize),
+        Separators(Index, char, usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            any::<Index>().prop_map(Mutation::Truncate),
+            (any::<Index>(), 0u8..7).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
+            (
+                any::<Index>(),
+                prop_oneof![
+                    "[\\PC]{1,3}",
+                    Just("=".to_owned()),
+                    Just("99999999999999999999".to_owned()),
+                    Just("\u{0}".to_owned())
+                ]
+            )
+                .prop_map(|(i, s)| Mutation::Insert(i, s)),
+            (any::<Index>(), 1usize..6).prop_map(|(i, n)| Mutation::Delete(i, n)),
+            (any::<Index>(), 1usize..12).prop_map(|(i, n)| Mutation::Duplicate(i, n)),
+            (any::<Index>(), prop::sample::select(vec![',', ' ', '=', '\t']), 1usize..20)
+                .prop_map(|(i, c, n)| Mutation::Separators(i, c, n)),
+        ]
+    }
+
+    fn apply(input: &str, ms: &[Mutation]) -> String {
+        let mut b = input.as_bytes().to_vec();
+        for m in ms {
+            let at = |i: &Index, b: &Vec<u8>| i.index(b.len() + 1);
+            match m {
+                Mutation::Truncate(i) => {
+                    let n = at(i, &b);
+                    b.truncate(n);
+                }
+                Mutation::FlipBit(i, bit) => {
+                    if !b.is_empty() {
+                        let n = i.index(b.len());
+                        b[n] ^= 1 << bit;
+                    }
+                }
+                Mutation::Insert(i, s) => {
+                    let n = at(i, &b);
+                    b.splice(n..n, s.bytes());
+                }
+                Mutation::Delete(i, len) => {
+                    let n = at(i, &b);
+                    let end = (n + len).min(b.len());
+                    b.drain(n..end);
+                }
+                Mutation::Duplicate(i, len) => {
+                    let n = at(i, &b);
+                    let end = (n + len).min(b.len());
+                    let seg = b[n..end].to_vec();
+                    b.splice(n..n, seg);
+                }
+                Mutation::Separators(i, c, k) => {
+                    let n = at(i, &b);
+                    b.splice(n..n, c.to_string().repeat(*k).bytes());
+                }
+            }
+        }
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    fn digest_of(alg: &'static ring::digest::Algorithm, data: &[u8]) -> Vec<u8> {
+        ring::digest::digest(alg, data).as_ref().to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// A header built from pairs parses to what tus and the form say.
+        #[test]
+        fn metadata_round_trip(pairs in pairs(), sep in prop::sample::select(vec![",", ", ", " ,", " , ", ",,", ",\t"]), pad in "[ \t]{0,2}") {
+            let raw = format!("{pad}{}{pad}", header(&pairs, sep));
+            let got = parse_metadata(&raw);
+            match model(&pairs) {
+                Ok(want) => {
+                    prop_assert!(got.is_ok(), "{:?} refused: {:?}", raw, got.as_ref().err().map(|e| &e.detail));
+                    prop_assert_eq!(got.ok(), Some(want), "{}", raw);
+                }
+                Err(()) => prop_assert!(got.is_err(), "{:?} accepted", raw),
+            }
+            check_any(&raw)?;
+        }
+
+        /// Any text: never a panic; only base64 UTF-8 values that pass the form's checks.
+        #[test]
+        fn metadata_random(raw in prop_oneof![any::<String>(), "([a-z_]{1,12}( [A-Za-z0-9+/=]{0,12})?,? ?){0,6}"]) {
+            check_any(&raw)?;
+        }
+
+        /// Valid headers, mutated.
+        #[test]
+        fn metadata_mutated(pairs in pairs(), ms in prop::collection::vec(mutation(), 1..4)) {
+            check_any(&apply(&header(&pairs, ","), &ms))?;
+        }
+
+        /// `Upload-Checksum`: the two algorithms with base64 digests parse to the bytes
+        /// given; anything else is a 400.
+        #[test]
+        fn checksum_round_trip(data in prop::collection::vec(any::<u8>(), 0..64), sha1 in any::<bool>(), ws in "[ \t]{0,2}") {
+            let (name, want) = if sha1 {
+                ("sha1", digest_of(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &data))
+            } else {
+                ("sha256", digest_of(&ring::digest::SHA256, &data))
+            };
+            let v = format!("{ws}{name} {ws}{}{ws}", B64.encode(&want));
+            match parse_checksum(&v) {
+                Ok(Checksum::Sha1(w, c)) => {
+                    prop_assert!(sha1);
+                    prop_assert_eq!(w, want);
+                    prop_assert_eq!(c.algorithm(), &ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+                }
+                Ok(Checksum::Sha256(w, c)) => {
+                    prop_assert!(!sha1);
+                    prop_assert_eq!(w, want);
+                    prop_assert_eq!(c.algorithm(), &ring::digest::SHA256);
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("{v:?} refused: {}", e.detail))),
+            }
+        }
+
+        /// Any other text: never a panic; an unknown algorithm or a value that is not
+        /// base64 is a 400.
+        #[test]
+        fn checksum_random(
+            v in prop_oneof![
+                any::<String>(),
+                "(sha1|sha256|md5|SHA256|crc32) ?[A-Za-z0-9+/=]{0,50}",
+                "sha256 [A-Za-z0-9+/]{43}=",
+            ],
+            ms in prop::collection::vec(mutation(), 0..3),
+        ) {
+            let v = apply(&v, &ms);
+            let well_formed = v.trim().split_once(' ').is_some_and(|(alg, val)| {
+                matches!(alg, "sha1" | "sha256") && B64.decode(val.trim()).is_ok()
+            });
+            match parse_checksum(&v) {
+                Ok(_) => prop_assert!(well_formed, "{:?} accepted", v),
+                Err(e) => {
+                    prop_assert!(!well_formed, "{:?} refused: {}", v, e.detail);
+                    prop_assert_eq!(e.code, ErrorCode::BadRequest);
+                }
+            }
+        }
+
+        /// `Tus-Resumable`: exactly `1.0.0`, anything else (or nothing) is a 412.
+        #[test]
+        fn resumable_header(v in prop_oneof![Just(Some(b"1.0.0".to_vec())), prop::option::of(prop::collection::vec(any::<u8>(), 0..12)), prop::option::of("[0-9. ]{0,7}".prop_map(String::into_bytes))]) {
+            let mut h = HeaderMap::new();
+            let value = v.as_deref().and_then(|b| axum::http::HeaderValue::from_bytes(b).ok());
+            if let Some(value) = &value {
+                h.insert("tus-resumable", value.clone());
+            }
+            let r = check_resumable(&h);
+            prop_assert_eq!(r.is_ok(), value.as_ref().is_some_and(|x| x.as_bytes() == TUS_VERSION.as_bytes()));
+            if let Err(e) = r {
+                prop_assert_eq!(e.code, ErrorCode::PreconditionFailed);
+            }
+        }
+    }
+
+    /// A digest of the wrong length can never match: tus answers a malformed checksum
+    /// with 400 before the chunk is taken, but this one is accepted and the chunk is read
+    /// and written in full before a 460 "mismatch".
+    #[test]
+    #[ignore = "finding (minor): parse_checksum accepts a sha256 digest that is not 32 bytes (\"sha256 AAAA\")"]
+    fn checksum_wrong_length_regression() {
+        for v in ["sha256 AAAA".to_owned(), "sha1 AAAA".to_owned(), format!("sha256 {}", B64.encode([0u8; 31]))] {
+            assert!(parse_checksum(&v).is_err(), "{v:?} accepted");
+        }
+    }
+}
