@@ -112,7 +112,7 @@ pub fn detect_language(text: &str) -> String {
 }
 
 fn tdate(d: DateTime<Utc>) -> TDate {
-    TDate::from_timestamp_secs(d.timestamp())
+    TDate::from_timestamp_secs(index_secs(d.timestamp()))
 }
 
 /// Lower-cased metadata key and value terms: `key:term` for each analysed word of the value.
@@ -320,6 +320,15 @@ impl Stored {
 /// Whether a document in this state is a tombstone (no content).
 pub fn is_tombstone(state: DocState) -> bool {
     state.is_tombstone()
+}
+
+/// Seconds as the index can hold them: tantivy keeps dates as i64 nanoseconds, so
+/// 1677-09-21..2262-04-11. Dates beyond are clamped to the nearest end, which keeps their
+/// order against every date in range (a document kept until 9999-12-31 stays "under
+/// retention"; a filter from the year 1500 matches everything).
+pub fn index_secs(secs: i64) -> i64 {
+    const NANOS: i64 = 1_000_000_000;
+    secs.clamp(i64::MIN / NANOS + 1, i64::MAX / NANOS - 1)
 }
 
 #[cfg(test)]

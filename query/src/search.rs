@@ -22,6 +22,9 @@ use tantivy::{DocAddress, Order, Searcher, Term};
 
 /// Most hits one page may ask for.
 pub const MAX_LIMIT: usize = 1000;
+
+/// The deepest page a cursor may start at (the search holds offset + limit hits).
+pub const MAX_OFFSET: usize = 100_000;
 /// Hits per page when none is asked for.
 pub const DEFAULT_LIMIT: usize = 20;
 
@@ -105,12 +108,19 @@ pub fn encode_cursor(offset: usize) -> String {
 }
 
 pub fn decode_cursor(s: &str) -> Result<usize, SearchError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+    let offset = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .ok()
         .and_then(|b| serde_json::from_slice::<CursorData>(&b).ok())
         .map(|c| c.o)
-        .ok_or_else(|| SearchError::BadParameter(format!("cursor {s:?} is not one this service gave")))
+        .ok_or_else(|| SearchError::BadParameter(format!("cursor {s:?} is not one this service gave")))?;
+    // The collector holds offset + limit hits in memory: deep pages are refused, not tried.
+    if offset > MAX_OFFSET {
+        return Err(SearchError::BadParameter(format!(
+            "paging stops after {MAX_OFFSET} results; narrow the search (filters, dates) to reach the rest"
+        )));
+    }
+    Ok(offset)
 }
 
 struct Builder<'a> {
@@ -164,7 +174,10 @@ fn parse_date(s: &str, pos: usize, end_of_day: bool) -> Result<DateTime<Utc>, Sy
 }
 
 fn date_term(field: Field, d: DateTime<Utc>) -> Term {
-    Term::from_field_date_for_search(field, tantivy::DateTime::from_timestamp_secs(d.timestamp()))
+    Term::from_field_date_for_search(
+        field,
+        tantivy::DateTime::from_timestamp_secs(crate::doc::index_secs(d.timestamp())),
+    )
 }
 
 fn date_range(field: Field, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Q {
@@ -611,6 +624,11 @@ fn facets(
 
 /// Runs a search and renders the answer.
 pub fn run(index: &SearchIndex, r: &SearchRequest, now: DateTime<Utc>) -> Result<serde_json::Value, SearchError> {
+    if r.offset > MAX_OFFSET || r.limit > MAX_LIMIT {
+        return Err(SearchError::BadParameter(format!(
+            "a page starts at most at {MAX_OFFSET} and holds at most {MAX_LIMIT} results"
+        )));
+    }
     let started = std::time::Instant::now();
     let (q, marks) = build_query(index, r, now)?;
     let searcher = index.reader.searcher();
@@ -648,12 +666,12 @@ pub fn run(index: &SearchIndex, r: &SearchRequest, now: DateTime<Utc>) -> Result
         out_hits.push(hit);
     }
     let facets = facets(&searcher, index, &*q, r, aggs, now)?;
-    let next = r.offset + r.limit;
+    let next = r.offset.saturating_add(r.limit);
     Ok(json!({
         "total": total,
         "hits": out_hits,
         "facets": facets,
-        "next_cursor": (next < total).then(|| encode_cursor(next)),
+        "next_cursor": (next < total && next <= MAX_OFFSET).then(|| encode_cursor(next)),
         "took_ms": started.elapsed().as_secs_f64() * 1000.0,
     }))
 }

@@ -416,10 +416,10 @@ impl TokenVerifier {
         let c = data.claims;
         let now = self.clock.now().timestamp();
         let leeway = self.config.leeway.as_secs() as i64;
-        if c.exp + leeway < now {
+        if c.exp.saturating_add(leeway) < now {
             return Err(AuthError::Invalid("token expired".to_owned()));
         }
-        if c.nbf.is_some_and(|nbf| nbf - leeway > now) {
+        if c.nbf.is_some_and(|nbf| nbf.saturating_sub(leeway) > now) {
             return Err(AuthError::Invalid("token not yet valid".to_owned()));
         }
         Ok(Caller { subject: c.sub, roles: c.roles, token_id: c.jti })

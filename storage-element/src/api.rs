@@ -516,6 +516,28 @@ async fn post_disposition(State(s): State<AppState>, caller: Caller) -> ApiResul
     Ok(Json(s.store.run_disposition().await?).into_response())
 }
 
+/// The `Range` header as the parser takes it (RFC 9110 §14): the unit is matched without
+/// regard to case, and a suffix longer than the representation means all of it. `None`
+/// (the whole representation, 200) for another unit, a header that is not a range at all,
+/// or an empty representation, which has no byte to send.
+fn range_spec(r: &str, size: u64) -> Option<String> {
+    let (unit, set) = r.split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || size == 0 {
+        return None;
+    }
+    let parts: Vec<String> = set
+        .split(',')
+        .map(|part| {
+            let p = part.trim();
+            match p.strip_prefix('-').and_then(|n| n.parse::<u64>().ok()) {
+                Some(n) if n > size => "0-".to_owned(),
+                _ => p.to_owned(),
+            }
+        })
+        .collect();
+    Some(format!("bytes={}", parts.join(",")))
+}
+
 /// Whether an `If-None-Match` value matches our strong ETag.
 fn none_match(h: &HeaderMap, etag: &str) -> bool {
     h.get_all(header::IF_NONE_MATCH)
@@ -566,7 +588,8 @@ async fn get_content(
     resp_headers.insert(header::CONTENT_DISPOSITION, hv(&content_disposition(&sc.original_name)));
     let size = sc.size;
     let if_range_ok = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v == etag);
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+    let spec = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|r| range_spec(r, size));
+    let range = match spec.as_deref() {
         Some(r) if if_range_ok => {
             match http_range_header::parse_range_header(r).and_then(|p| p.validate(size)) {
                 Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
