@@ -149,17 +149,20 @@ async fn suite(source: Source) {
     let f = make(source, &[("a", &a.url, "edit"), ("b", &b.url, "rw"), ("c", &dead, "edit")]).await;
     let d = f.discovery.as_ref();
     let mut changes = d.changed();
-    eventually(&format!("{source:?}: a and b up, c down"), 10, || {
+    let settled = || {
         let v = d.elements();
         v.len() == 3 && v[0].up && v[1].up && !v[2].up
-    })
-    .await;
+    };
+    // A fast source may have seen everything before this test subscribed: then there is
+    // no change left to announce.
+    let settled_before = settled();
+    eventually(&format!("{source:?}: a and b up, c down"), 10, settled).await;
     let v = d.elements();
     assert_eq!(v.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"], "{source:?}: ordered by id");
     assert_eq!((v[0].url.as_str(), v[0].mode.as_str(), v[0].free_bytes), (a.url.as_str(), "edit", Some(1000)));
     assert_eq!((v[1].mode.as_str(), v[1].free_bytes, v[1].total_bytes), ("rw", Some(2000), Some(4000)));
     assert!(v[0].seen_at.is_some() && v[2].seen_at.is_none());
-    assert!(changes.has_changed().unwrap(), "{source:?}: health changes are announced");
+    assert!(settled_before || changes.has_changed().unwrap(), "{source:?}: health changes are announced");
     changes.mark_unchanged();
 
     // The element switched to ro: the stricter mode wins at once (the registry may lag).
