@@ -248,6 +248,13 @@ log_since_start() {
 }
 
 show_log_tail() {
+  # The reason a broker stopped is usually far above its shutdown lines.
+  local errors
+  errors=$(log_since_start | grep -E ' (ERROR|FATAL) |Exception:' | head -n 20)
+  if [ -n "$errors" ]; then
+    log "errors in $LOG:"
+    printf '%s\n' "$errors" >&2
+  fi
   log "last lines of $LOG:"
   log_since_start | tail -n 40 >&2
 }

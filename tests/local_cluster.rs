@@ -17,6 +17,15 @@ const PASSWORD: &str = "local-cluster-pass-1";
 struct Cluster {
     dir: PathBuf,
     base: u16,
+    /// Holds the lock that reserves `base` for this test.
+    _ports: std::fs::File,
+}
+
+impl Cluster {
+    fn new(dir: PathBuf) -> Cluster {
+        let (base, ports) = free_base();
+        Cluster { dir, base, _ports: ports }
+    }
 }
 
 impl Cluster {
@@ -73,13 +82,23 @@ impl Drop for Cluster {
     }
 }
 
-/// A base port whose every offset the cluster uses is free.
-fn free_base() -> u16 {
+/// A base port whose every offset the cluster uses is free, reserved for this test by a lock
+/// on a file named after it (tests run as separate processes side by side; the lock goes
+/// with the returned file, also when a test dies). The range stays below the kernel's
+/// ephemeral ports (32768 and up): a port found free there can be taken by any outgoing
+/// connection of a test running beside this one before the cluster binds it.
+fn free_base() -> (u16, std::fs::File) {
     let offsets = [1, 2, 3, 11, 12, 21, 31, 32, 79, 80, 92, 93];
+    let locks = std::env::temp_dir().join("artstore-cluster-ports");
+    std::fs::create_dir_all(&locks).unwrap();
     for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 400) * 100;
+        let base = 20_000 + (rand::random::<u16>() % 120) * 100;
+        let file = std::fs::File::create(locks.join(format!("{base}.lock"))).unwrap();
+        if file.try_lock().is_err() {
+            continue;
+        }
         if offsets.iter().all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()) {
-            return base;
+            return (base, file);
         }
     }
     panic!("no free port range for the cluster");
@@ -162,7 +181,7 @@ async fn search_finds(http: &reqwest::Client, front: &str, token: &str, word: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_comes_up_serves_through_the_front_and_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = Cluster { dir: tmp.path().join("cluster"), base: free_base() };
+    let c = Cluster::new(tmp.path().join("cluster"));
     let t0 = Instant::now();
     let out = c.up();
     eprintln!("up took {:.1} s", t0.elapsed().as_secs_f64());
@@ -268,7 +287,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_panel_has_data() {
     assert!(t.contains("SUCCESS"), "{t}");
 
     let tmp = tempfile::tempdir().unwrap();
-    let c = Cluster { dir: tmp.path().join("cluster"), base: free_base() };
+    let c = Cluster::new(tmp.path().join("cluster"));
     c.up();
     let front = c.front();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
@@ -412,7 +431,7 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_panel_has_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_system_restore_drill_rebuilds_everything_from_the_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = Cluster { dir: tmp.path().join("cluster"), base: free_base() };
+    let c = Cluster::new(tmp.path().join("cluster"));
     c.up();
     let front = c.front();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
