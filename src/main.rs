@@ -189,7 +189,8 @@ async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
     };
-    let element = Element::build(cfg, verifier, clock).await?;
+    // The element's own clock (a test clock in fault drills; tokens keep the wall clock).
+    let element = Element::build(cfg, verifier, artstore_shared::clock::from_env()).await?;
     match tls {
         Some(t) => element.run(artstore_shared::tls::TlsListener::new(listener, t)?, shutdown_signal()).await,
         None => element.run(listener, shutdown_signal()).await,

@@ -96,7 +96,8 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let verifier = verifier_from(source, &element_cfg, clock.clone());
     verifier.load().await?;
-    let element = Element::build(element_cfg, verifier.clone(), clock).await?;
+    // The element's own clock (a test clock in fault drills; tokens keep the wall clock).
+    let element = Element::build(element_cfg, verifier.clone(), artstore_shared::clock::from_env()).await?;
     register_standalone_element(&node, &element_url, element.store.mode().as_str()).await?;
     let bus = element.bus.clone();
     let element_health = element.health.clone();

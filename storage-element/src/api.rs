@@ -273,7 +273,10 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
         let term = artstore_shared::retention::Term::parse(&p.term)
             .map_err(|e| ApiError::internal(format!("retention policy {:?}: {e}", p.name)))?;
         mode = Some(if p.mode == "compliance" { RetentionMode::Compliance } else { RetentionMode::Governance });
-        until = Some(term.add_to(Utc::now()).ok_or_else(|| bad("the policy's term overflows the calendar"))?);
+        until = Some(
+            term.add_to(s.store.retention_clock().term_start())
+                .ok_or_else(|| bad("the policy's term overflows the calendar"))?,
+        );
         disposition = Some(if p.disposition == "dispose" { Disposition::Dispose } else { Disposition::Review });
     }
     let mode = match (mode, until) {
@@ -331,7 +334,7 @@ async fn list_files(
     }
     let after = q.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| parse_id(c, "cursor")).transpose()?;
     let mut filter = ListFilter::default();
-    let now = s.store.clock().now();
+    let now = s.store.retention_clock().ended_by();
     let nonempty = |o: &Option<String>| o.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
     match nonempty(&q.disposition).as_deref() {
         None => {}

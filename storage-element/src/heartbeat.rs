@@ -89,6 +89,12 @@ async fn beat(
             .arg(ttl.as_millis() as u64)
             .query_async::<()>(c)
             .await?;
+        // The Redis server's clock is the element's independent time reference.
+        let asked = std::time::Instant::now();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(c).await?;
+        if let Some(t) = chrono::DateTime::from_timestamp(secs, (micros.clamp(0, 999_999) * 1000) as u32) {
+            store.retention_clock().confirm(t, asked.elapsed());
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod pg;
 pub mod policies;
 pub mod rebuild;
+pub mod retention_clock;
 pub mod server;
 pub mod status;
 pub use artstore_shared::sidecar;

@@ -28,9 +28,48 @@ pub async fn run(store: Arc<Store>, health: Health) {
     let last_run = m.gauge("element_disposition_last_run_timestamp_seconds", "End of the last disposition run");
     let failed_writes =
         m.gauge("element_writes_refused", "1 after a storage failure: the element refuses writes until restarted");
+    let clock_gap = m.gauge_f64(
+        "element_retention_clock_gap_seconds",
+        "Wall clock minus the retention clock: above zero after a forward jump of the wall clock (terms end late until it is caught up or confirmed)",
+    );
+    let clock_skew = m.gauge_f64(
+        "element_clock_reference_skew_seconds",
+        "Wall clock minus the time reference (the Redis server's clock, read with each heartbeat)",
+    );
     let (mut runs_seen, mut errors_seen, mut disposed_seen) = (0u64, 0u64, 0u64);
     let root = store.root().to_owned();
+    let mut round = 0u64;
     loop {
+        let rc = store.retention_clock().status();
+        clock_gap.set(rc.gap_seconds);
+        if let Some(s) = rc.reference_skew_seconds {
+            clock_skew.set(s);
+        }
+        if rc.in_step {
+            health.set_ready("clock");
+        } else {
+            health.set_degraded(
+                "clock",
+                format!(
+                    "the wall clock is {:.0} s off the retention clock (a clock jump, or the element was stopped); retention terms end by the retention clock{}",
+                    rc.gap_seconds,
+                    match rc.reference_agrees {
+                        Some(false) => " and the time reference disagrees with the wall clock",
+                        _ => "",
+                    }
+                ),
+            );
+        }
+        // Where the retention clock stands survives a restart (every 30 s).
+        if round.is_multiple_of(15) {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.retention_clock().save()).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention clock not saved"),
+                Err(e) => tracing::warn!(error = %e, "retention clock not saved"),
+                Ok(Ok(())) => {}
+            }
+        }
+        round += 1;
         // A storage failure shows on /health/ready (not ready, with the reason) and here.
         if let Some(why) = store.write_failure() {
             health.set_not_ready("store", format!("{why}; writes are refused until the element is restarted"));

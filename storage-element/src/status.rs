@@ -19,6 +19,7 @@ pub fn element_info(store: &Store, health: &Health, id: Option<&str>) -> Value {
         "total_bytes": fs4::total_space(root).ok(),
         "documents": store.document_count(),
         "workers": workers(store, health),
+        "retention_clock": store.retention_clock().status(),
     })
 }
 

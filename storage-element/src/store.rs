@@ -323,6 +323,8 @@ pub struct Store {
     file_locks: Vec<tokio::sync::Mutex<()>>,
     document_locks: Vec<tokio::sync::Mutex<()>>,
     clock: Arc<dyn Clock>,
+    /// The time retention decisions are made by (a wall-clock jump never ends a term early).
+    retention_clock: crate::retention_clock::RetentionClock,
     known_dirs: Mutex<HashSet<PathBuf>>,
     unreadable: Mutex<Vec<String>>,
     sync: Arc<CacheSync>,
@@ -370,6 +372,8 @@ impl Store {
         let (audit, tail) = AuditLog::open(&layout.audit())?;
         let wal = Wal::open(&layout.wal(), replay.next_seq)?;
         let outbox = Arc::new(crate::outbox::OutboxState::default());
+        std::fs::create_dir_all(layout.tmp())?;
+        let retention_clock = crate::retention_clock::RetentionClock::open(layout.root(), &layout.tmp(), clock.clone());
         outbox
             .published
             .store(crate::outbox::read_checkpoint(layout.root())?.position, std::sync::atomic::Ordering::SeqCst);
@@ -384,6 +388,7 @@ impl Store {
             file_locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             document_locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock,
+            retention_clock,
             known_dirs: Mutex::new(HashSet::new()),
             unreadable: Mutex::new(vec![]),
             sync: Arc::new(CacheSync::default()),
@@ -533,6 +538,11 @@ impl Store {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The clock retention terms start and end by.
+    pub fn retention_clock(&self) -> &crate::retention_clock::RetentionClock {
+        &self.retention_clock
     }
 
     pub fn root(&self) -> &Path {
@@ -983,11 +993,12 @@ impl Store {
     ) -> Result<Sidecar, StoreError> {
         let _drain = self.gate.read().await;
         self.check_mode(Operation::Delete)?;
+        let ended_by = self.retention_clock.ended_by();
         self.rewrite(id, actor, WalOp::Delete, "delete", move |sc, now| {
             if sc.state.is_tombstone() {
                 return Err(StoreError::Gone { id, state: sc.state });
             }
-            let bypassed = check_delete(sc, now, can_bypass, bypass_requested)?;
+            let bypassed = check_delete(sc, ended_by, can_bypass, bypass_requested)?;
             tombstone(sc, now, actor, DocState::Deleted, bypassed);
             Ok(json!({"retention_bypassed": bypassed, "sha256": sc.sha256, "retention_mode": sc.retention.mode}))
         })
@@ -1059,6 +1070,7 @@ impl Store {
 
     /// Disposes one document whose term ended (the schedule's delete).
     async fn dispose(&self, id: Uuid) -> Result<Sidecar, StoreError> {
+        let ended_by = self.retention_clock.ended_by();
         self.rewrite(id, DISPOSITION_ACTOR, WalOp::Dispose, "dispose", move |sc, now| {
             let r = &sc.retention;
             if sc.state.is_tombstone() {
@@ -1067,7 +1079,7 @@ impl Store {
             if r.legal_hold {
                 return Err(StoreError::LegalHold(id));
             }
-            if !r.is_expired(now) || r.disposition != crate::sidecar::Disposition::Dispose {
+            if !r.is_expired(ended_by) || r.disposition != crate::sidecar::Disposition::Dispose {
                 return Err(StoreError::BadRequest("not due for disposition".into()));
             }
             tombstone(sc, now, DISPOSITION_ACTOR, DocState::Disposed, false);
@@ -1091,7 +1103,8 @@ impl Store {
     async fn disposition_pass(&self) -> Result<DispositionReport, StoreError> {
         let _drain = self.gate.read().await;
         let mut report = DispositionReport::default();
-        let now = self.clock.now();
+        // Terms end by the retention clock, not the wall clock (which may have jumped).
+        let now = self.retention_clock.ended_by();
         let due =
             self.cache.due_for_disposition(now, 10_000).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         for e in due {
@@ -1375,6 +1388,9 @@ impl Store {
         self.after_reply.close();
         self.after_reply.wait().await;
         self.wal.sync().await?;
+        if let Err(e) = self.retention_clock.save() {
+            tracing::warn!(error = %e, "retention clock not saved");
+        }
         Ok(())
     }
 
