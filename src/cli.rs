@@ -380,6 +380,13 @@ pub struct ElementArgs {
     /// ARTSTORE_KAFKA_OPTIONS): security.protocol, sasl.*, ssl.*…
     #[arg(long = "kafka-option", env = "ARTSTORE_KAFKA_OPTIONS", value_delimiter = ',')]
     pub kafka_options: Option<Vec<String>>,
+    /// Seconds between background scrub passes (every content file re-read and checked
+    /// against its digest); 0 turns it off (default 604800, a week).
+    #[arg(long, env = "ARTSTORE_SCRUB_INTERVAL_SECS")]
+    pub scrub_interval_secs: Option<u64>,
+    /// The scrub's read rate limit in bytes per second; 0 is unlimited (default 33554432).
+    #[arg(long, env = "ARTSTORE_SCRUB_BYTES_PER_SEC")]
+    pub scrub_bytes_per_sec: Option<u64>,
 }
 
 fn parse_mode(s: &str) -> Result<ElementMode, String> {
@@ -424,7 +431,9 @@ impl ElementArgs {
             log_format,
             jwks_max_age_secs,
             heartbeat_ttl_secs,
-            kafka_topic
+            kafka_topic,
+            scrub_interval_secs,
+            scrub_bytes_per_sec
         );
         cfg
     }
@@ -838,6 +847,13 @@ heartbeat_ttl_secs = 30
 # kafka = "kafka-1.example.org:9093,kafka-2.example.org:9093"
 # The events topic. ARTSTORE_KAFKA_TOPIC, --kafka-topic
 kafka_topic = "artstore.events"
+# The background scrub re-reads every content file and checks it against its digest: a pass
+# starts this many seconds after the last one started (a week); 0 turns it off.
+# ARTSTORE_SCRUB_INTERVAL_SECS, --scrub-interval-secs
+scrub_interval_secs = 604800
+# Its read rate limit, bytes per second (32 MiB/s); 0 is unlimited.
+# ARTSTORE_SCRUB_BYTES_PER_SEC, --scrub-bytes-per-sec
+scrub_bytes_per_sec = 33554432
 
 [storage_element.kafka_options]
 # librdkafka properties passed through as they are (TLS, SASL). ARTSTORE_KAFKA_OPTIONS

@@ -61,6 +61,11 @@ pub struct ElementConfig {
     pub kafka: Option<String>,
     /// The topic events go to.
     pub kafka_topic: String,
+    /// Seconds from the start of one background scrub pass (every content file re-read and
+    /// checked against its digest) to the next; 0 turns the scrub off (default a week).
+    pub scrub_interval_secs: u64,
+    /// The scrub's read rate limit in bytes per second; 0 is unlimited (default 32 MiB/s).
+    pub scrub_bytes_per_sec: u64,
     /// librdkafka properties passed through as they are (TLS, SASL, …).
     pub kafka_options: std::collections::BTreeMap<String, String>,
 }
@@ -96,6 +101,8 @@ impl Default for ElementConfig {
             kafka: None,
             kafka_topic: artstore_shared::events::DEFAULT_TOPIC.to_owned(),
             kafka_options: Default::default(),
+            scrub_interval_secs: 7 * 86_400,
+            scrub_bytes_per_sec: 32 * 1024 * 1024,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod pg;
 pub mod policies;
 pub mod rebuild;
 pub mod retention_clock;
+pub mod scrub;
 pub mod server;
 pub mod status;
 pub use artstore_shared::sidecar;

@@ -36,6 +36,20 @@ pub async fn run(store: Arc<Store>, health: Health) {
         "element_clock_reference_skew_seconds",
         "Wall clock minus the time reference (the Redis server's clock, read with each heartbeat)",
     );
+    let scrub_passes = m.counter("element_scrub_passes", "Background scrub passes finished");
+    let scrub_files = m.counter("element_scrub_checked_files", "Content files the scrub read and checked");
+    let scrub_bytes = m.counter("element_scrub_checked_bytes", "Bytes the scrub read and checked");
+    let scrub_problems = m.gauge(
+        "element_scrub_problems",
+        "Damaged files the scrub found (digest or size mismatch, missing, unreadable)",
+    );
+    let scrub_progress =
+        m.gauge_f64("element_scrub_progress_ratio", "How far the scrub pass under way got (1 between passes)");
+    let scrub_last =
+        m.gauge("element_scrub_last_pass_timestamp_seconds", "End of the last finished scrub pass (0: none yet)");
+    let scrub_interval =
+        m.gauge("element_scrub_interval_seconds", "Seconds between scrub pass starts (0: the scrub is off)");
+    let (mut passes_seen, mut files_seen, mut bytes_seen) = (0u64, 0u64, 0u64);
     let (mut runs_seen, mut errors_seen, mut disposed_seen) = (0u64, 0u64, 0u64);
     let root = store.root().to_owned();
     let mut round = 0u64;
@@ -106,6 +120,18 @@ pub async fn run(store: Arc<Store>, health: Health) {
             last_run.set(t.timestamp());
         }
         grow(&disposed, &mut disposed_seen, d.disposed_total);
+        let sc = store.scrub().snapshot();
+        grow(&scrub_passes, &mut passes_seen, sc.passes);
+        grow(&scrub_files, &mut files_seen, sc.checked_total);
+        grow(&scrub_bytes, &mut bytes_seen, sc.bytes_total);
+        scrub_problems.set(sc.problems_count as i64);
+        scrub_progress.set(if sc.running && sc.current_total > 0 {
+            sc.current_done as f64 / sc.current_total as f64
+        } else {
+            1.0
+        });
+        scrub_last.set(sc.last_pass.as_ref().and_then(|p| p.finished_at).map(|t| t.timestamp()).unwrap_or(0));
+        scrub_interval.set(sc.interval_secs.min(i64::MAX as u64) as i64);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

@@ -113,6 +113,13 @@ impl Element {
         let interval = Duration::from_secs(self.cfg.disposition_interval_secs.max(1));
         let worker = tokio::spawn(disposition_worker(store.clone(), interval));
         let metrics = tokio::spawn(crate::metrics::run(store.clone(), self.health.clone()));
+        let scrub = tokio::spawn(crate::scrub::run(
+            store.clone(),
+            crate::scrub::ScrubSettings {
+                interval_secs: self.cfg.scrub_interval_secs,
+                bytes_per_sec: self.cfg.scrub_bytes_per_sec,
+            },
+        ));
         let heartbeat = match &self.cfg.redis {
             Some(redis) => {
                 let id = match &self.cfg.element_id {
@@ -147,6 +154,7 @@ impl Element {
             .await?;
         worker.abort();
         metrics.abort();
+        scrub.abort();
         outbox.abort();
         if let Some(h) = heartbeat {
             h.abort();

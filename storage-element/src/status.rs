@@ -30,7 +30,35 @@ pub fn workers(store: &Store, health: &Health) -> Value {
         "disposition": disposition(&store.disposition().snapshot()),
         "cache": cache(store, health.check("cache")),
         "outbox": outbox(store, health.check("events")),
+        "scrub": scrub(&store.scrub().snapshot()),
     })
+}
+
+/// The background scrub: `degraded` while damaged files are known (naming the first),
+/// `pending` before the first pass, `off` when disabled.
+fn scrub(r: &crate::scrub::ScrubRuns) -> Value {
+    let (status, reason) = match r {
+        _ if r.problems_count > 0 => (
+            "degraded",
+            Some(match r.problems.first() {
+                Some(p) => format!(
+                    "{} damaged files found by the scrub (restore them from a backup); first: {}: {}",
+                    r.problems_count, p.path, p.reason
+                ),
+                None => format!("{} damaged files found by the scrub", r.problems_count),
+            }),
+        ),
+        _ if !r.enabled => ("off", None),
+        _ if r.last_error.is_some() && !r.running => ("error", r.last_error.clone()),
+        _ if r.passes == 0 && r.last_pass.is_none() => ("pending", None),
+        _ => ("ok", None),
+    };
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["status"] = json!(status);
+    if let Some(reason) = reason {
+        v["reason"] = json!(reason);
+    }
+    v
 }
 
 /// `status` and `reason` from a component's health (`absent` when it never reported).

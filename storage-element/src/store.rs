@@ -332,6 +332,8 @@ pub struct Store {
     last_stats: Mutex<Option<crate::cache::CacheStats>>,
     /// What the disposition runs did, for `/health/ready`.
     disposition: crate::workers::DispositionStatus,
+    /// What the background scrub found, for `/health/ready` and `/metrics`.
+    scrub: Arc<crate::scrub::ScrubStatus>,
     /// Step 5 of creates (audit line, WAL commit) runs after the reply; shutdown waits.
     after_reply: tokio_util::task::TaskTracker,
     /// How far the outbox relay has published (the WAL is pruned only below it too).
@@ -394,6 +396,7 @@ impl Store {
             sync: Arc::new(CacheSync::default()),
             last_stats: Mutex::new(None),
             disposition: Default::default(),
+            scrub: Default::default(),
             after_reply: tokio_util::task::TaskTracker::new(),
             outbox,
             cfg,
@@ -547,6 +550,16 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         self.layout.root()
+    }
+
+    /// Where the cold tier's content lives.
+    pub fn cold_root(&self) -> &Path {
+        self.cold.root()
+    }
+
+    /// The background scrub's record.
+    pub fn scrub(&self) -> &Arc<crate::scrub::ScrubStatus> {
+        &self.scrub
     }
 
     pub fn mode(&self) -> ElementMode {

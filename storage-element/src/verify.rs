@@ -53,6 +53,48 @@ fn digest_file(path: &Path, on_bytes: &dyn Fn(u64)) -> std::io::Result<(String, 
     Ok((crate::audit::hex(ctx.finish().as_ref()), n))
 }
 
+/// What checking one sidecar's content found.
+#[derive(Debug)]
+pub enum Fixity {
+    /// Digest and size match; the content's size.
+    Good(u64),
+    /// A tombstone: no content to check.
+    Tombstone,
+    /// The content differs from what the sidecar says: the content file, why, and the
+    /// bytes read.
+    Mismatched(PathBuf, String, u64),
+    /// The content file the sidecar names is not there.
+    Missing(PathBuf),
+    /// The sidecar or its content cannot be read: why.
+    Unreadable(String),
+}
+
+/// Checks one sidecar's content against its digest and size. `on_bytes` is called per chunk
+/// read.
+pub fn check(root: &Path, cold_root: &Path, sidecar_path: &Path, on_bytes: &dyn Fn(u64)) -> Fixity {
+    let sc = match Sidecar::read(sidecar_path) {
+        Ok(sc) => sc,
+        Err(e) => return Fixity::Unreadable(e.to_string()),
+    };
+    let rel = sidecar_path.strip_prefix(root).unwrap_or(sidecar_path).with_file_name(&sc.stored_name);
+    let content = match sc.content.location {
+        Tier::Hot => root.join(&rel),
+        Tier::Cold => cold_root.join(&rel),
+        Tier::None => return Fixity::Tombstone,
+    };
+    match digest_file(&content, on_bytes) {
+        Ok((digest, size)) if digest != sc.sha256 => {
+            Fixity::Mismatched(content, format!("sha-256 is {digest}, sidecar says {}", sc.sha256), size)
+        }
+        Ok((_, size)) if size != sc.size => {
+            Fixity::Mismatched(content, format!("size is {size}, sidecar says {}", sc.size), size)
+        }
+        Ok((_, size)) => Fixity::Good(size),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Fixity::Missing(content),
+        Err(e) => Fixity::Unreadable(format!("{}: {e}", content.display())),
+    }
+}
+
 /// Recomputes every digest. `on_file` is called per sidecar, `on_bytes` per chunk read.
 pub fn verify(
     root: &Path,
@@ -63,34 +105,19 @@ pub fn verify(
     let mut report = FixityReport::default();
     for sidecar_path in sidecar_paths(root)? {
         on_file(&sidecar_path);
-        let sc = match Sidecar::read(&sidecar_path) {
-            Ok(sc) => sc,
-            Err(e) => {
-                report.unreadable.push(e.to_string());
-                continue;
-            }
-        };
-        let rel = sidecar_path.strip_prefix(root).unwrap_or(&sidecar_path).with_file_name(&sc.stored_name);
-        let content = match sc.content.location {
-            Tier::Hot => root.join(&rel),
-            Tier::Cold => cold_root.join(&rel),
-            Tier::None => {
-                report.tombstones += 1;
-                continue;
-            }
-        };
-        match digest_file(&content, on_bytes) {
-            Ok((digest, size)) => {
+        match check(root, cold_root, &sidecar_path, on_bytes) {
+            Fixity::Good(size) => {
                 report.checked += 1;
                 report.bytes += size;
-                if digest != sc.sha256 {
-                    report.mismatched.push((content, format!("sha-256 is {digest}, sidecar says {}", sc.sha256)));
-                } else if size != sc.size {
-                    report.mismatched.push((content, format!("size is {size}, sidecar says {}", sc.size)));
-                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.missing.push(content),
-            Err(e) => report.unreadable.push(format!("{}: {e}", content.display())),
+            Fixity::Tombstone => report.tombstones += 1,
+            Fixity::Mismatched(content, why, size) => {
+                report.checked += 1;
+                report.bytes += size;
+                report.mismatched.push((content, why));
+            }
+            Fixity::Missing(content) => report.missing.push(content),
+            Fixity::Unreadable(why) => report.unreadable.push(why),
         }
     }
     Ok(report)

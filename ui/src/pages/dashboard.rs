@@ -243,6 +243,24 @@ fn outbox_cell(o: &Value) -> Markup {
     }
 }
 
+fn scrub_cell(s: &Value) -> Markup {
+    html! {
+        (status_badge(s))
+        @if text(s, &["status"]) == Some("off") { " turned off" }
+        @else {
+            @if flag(s, "running") {
+                " pass under way: " (count(s, &["current_done"])) " of " (count(s, &["current_total"])) " files"
+            }
+            @if let Some(at) = text(s, &["last_pass", "finished_at"]) {
+                @if flag(s, "running") { "; " } @else { " " }
+                "last pass finished " (layout::time(at))
+                @if let Some(n) = num(s, &["last_pass", "checked"]).filter(|n| *n > 0) { " (" (n) " files checked)" }
+            }
+        }
+        (reason(s))
+    }
+}
+
 /// One element's background workers, as its last heartbeat (or probe) reported them.
 fn element_workers(e: &ElementView) -> Markup {
     let w = &e.health.workers;
@@ -253,6 +271,7 @@ fn element_workers(e: &ElementView) -> Markup {
                 dt { "Disposition" } dd { (disposition_cell(&w["disposition"])) }
                 dt { "Cache" } dd { (cache_cell(&w["cache"])) }
                 dt { "Outbox relay" } dd { (outbox_cell(&w["outbox"])) }
+                @if w["scrub"].is_object() { dt { "Fixity scrub" } dd { (scrub_cell(&w["scrub"])) } }
             }
         } @else if e.health.status == "up" {
             p.muted { "Its workers are not reported (an element of an older version)." }
@@ -395,7 +414,10 @@ mod tests {
                                             "last_error": "cache unavailable: timed out",
                                             "last_error_at": "2026-11-30T10:29:57Z"},
                             "cache": {"kind": "embedded", "status": "ok"},
-                            "outbox": {"status": "ok", "backlog": 0, "published_seq": 9, "lag": 0}}}},
+                            "outbox": {"status": "ok", "backlog": 0, "published_seq": 9, "lag": 0},
+                            "scrub": {"status": "ok", "enabled": true, "running": true, "current_done": 40,
+                                      "current_total": 1234, "problems_count": 0,
+                                      "last_pass": {"finished_at": "2026-11-23T04:00:00Z", "checked": 1190}}}}},
             {"id": "se-2", "url": "http://se-2", "mode": "ro",
              "health": {"status": "up", "documents": 7,
                         "workers": {
@@ -406,7 +428,9 @@ mod tests {
                             "cache": {"kind": "postgres", "status": "degraded", "reason": "connection refused",
                                       "caught_up": false, "lag": 42, "rebuilding": false},
                             "outbox": {"status": "degraded", "backlog": 17,
-                                       "reason": "kafka unreachable: broker down; 17 events waiting"}}}},
+                                       "reason": "kafka unreachable: broker down; 17 events waiting"},
+                            "scrub": {"status": "degraded", "enabled": true, "running": false, "problems_count": 1,
+                                      "reason": "1 damaged files found by the scrub (restore them from a backup); first: /srv/se-2/data/2026/11/30/x.pdf: sha-256 is 00, sidecar says ff"}}}},
             {"id": "se-3", "url": "http://se-3", "mode": "rw",
              "health": {"status": "down", "reason": "no heartbeat within its ttl"}}
         ]})
@@ -429,6 +453,13 @@ mod tests {
         assert!(html.contains("17 events waiting"), "{html}");
         assert!(html.contains("kafka unreachable: broker down"), "{html}");
         assert!(html.contains("Not reported: the element is down."), "{html}");
+        assert!(
+            html.contains(
+                "pass under way: 40 of 1234 files; last pass finished 2026-11-23 04:00 UTC (1190 files checked)"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("first: /srv/se-2/data/2026/11/30/x.pdf: sha-256 is 00, sidecar says ff"), "{html}");
         let refused = Err(UiError::new(403, "Forbidden", "no"));
         assert!(!workers_card(&Ok(json!({})), &refused).into_string().contains("Element"));
     }
