@@ -349,6 +349,9 @@ pub struct ElementArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "ARTSTORE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when calling other roles (the admin).
+    #[arg(long, env = "ARTSTORE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -415,7 +418,7 @@ impl ElementArgs {
     pub fn merge(self, mut cfg: ElementConfig) -> ElementConfig {
         let a = self;
         merge_kafka_options(a.kafka_options.as_deref(), &mut cfg.kafka_options);
-        overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key, admin_url, redis, element_id, public_url, kafka);
+        overlay!(option cfg, a, data, jwks, cold_root, cache, tls_cert, tls_key, tls_ca, admin_url, redis, element_id, public_url, kafka);
         overlay!(
             cfg,
             a,
@@ -554,6 +557,15 @@ pub struct QueryArgs {
     pub probe_interval_ms: Option<u64>,
     #[command(flatten)]
     pub public: PublicApiArgs,
+    /// PEM certificate chain; with --tls-key the role speaks HTTPS only.
+    #[arg(long, env = "ARTSTORE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARTSTORE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when calling other roles (besides the system's).
+    #[arg(long, env = "ARTSTORE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -565,6 +577,7 @@ impl QueryArgs {
         let a = self;
         merge_kafka_options(a.kafka_options.as_deref(), &mut cfg.kafka_options);
         overlay!(option cfg, a, index, jwks, redis, kafka, elements, admin_url, client_id, client_secret, service_token);
+        overlay!(option cfg, a, tls_cert, tls_key, tls_ca);
         overlay!(
             cfg,
             a,
@@ -643,6 +656,15 @@ pub struct IngesterArgs {
     /// Seconds a fetched key set is trusted before it is read again (default 300).
     #[arg(long, env = "ARTSTORE_JWKS_MAX_AGE_SECS")]
     pub jwks_max_age_secs: Option<u64>,
+    /// PEM certificate chain; with --tls-key the role speaks HTTPS only.
+    #[arg(long, env = "ARTSTORE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARTSTORE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when calling other roles (besides the system's).
+    #[arg(long, env = "ARTSTORE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Log format: pretty or json.
     #[arg(long, env = "ARTSTORE_LOG_FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -652,7 +674,7 @@ impl IngesterArgs {
     /// Lays the flags (and variables) over the file's values.
     pub fn merge(self, mut cfg: IngesterConfig) -> IngesterConfig {
         let a = self;
-        overlay!(option cfg, a, data, jwks, admin_url, redis, elements);
+        overlay!(option cfg, a, data, jwks, admin_url, redis, elements, tls_cert, tls_key, tls_ca);
         overlay!(
             cfg,
             a,
@@ -826,6 +848,8 @@ cold_restore_latency_ms = 0
 # --tls-cert, --tls-key
 # tls_cert = "/etc/artstore/tls/cert.pem"
 # tls_key = "/etc/artstore/tls/key.pem"
+# PEM CA certificates to trust when calling the admin (keys, policies). ARTSTORE_TLS_CA
+# tls_ca = "/etc/artstore/tls/ca.pem"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 # Seconds a fetched key set is trusted before it is read again. ARTSTORE_JWKS_MAX_AGE_SECS
@@ -977,6 +1001,13 @@ rate_limit_per_caller = 0.0
 trusted_proxies = []
 # Milliseconds between direct probes of each element. ARTSTORE_PROBE_INTERVAL_MS
 probe_interval_ms = 2000
+# HTTPS (rustls): a PEM certificate chain and its key; plain HTTP is then refused.
+# ARTSTORE_TLS_CERT, ARTSTORE_TLS_KEY, --tls-cert, --tls-key
+# tls_cert = "/etc/artstore/tls/cert.pem"
+# tls_key = "/etc/artstore/tls/key.pem"
+# PEM CA certificates to trust when calling other roles (the cluster's private CA).
+# ARTSTORE_TLS_CA, --tls-ca
+# tls_ca = "/etc/artstore/tls/ca.pem"
 # "pretty" or "json". ARTSTORE_LOG_FORMAT, --log-format
 log_format = "pretty"
 
@@ -1031,6 +1062,13 @@ cors_origins = []
 rate_limit_per_address = 0.0
 rate_limit_per_caller = 0.0
 trusted_proxies = []
+# HTTPS, as for the ingester: a PEM certificate chain and its key; plain HTTP is then refused.
+# ARTSTORE_TLS_CERT, ARTSTORE_TLS_KEY, --tls-cert, --tls-key
+# tls_cert = "/etc/artstore/tls/cert.pem"
+# tls_key = "/etc/artstore/tls/key.pem"
+# PEM CA certificates to trust when calling other roles (the cluster's private CA).
+# ARTSTORE_TLS_CA, --tls-ca
+# tls_ca = "/etc/artstore/tls/ca.pem"
 log_format = "pretty"
 
 [query.kafka_options]

@@ -143,11 +143,8 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let file = read_config(args.config.as_deref())?;
     let cfg = args.merge(file.admin);
     telemetry::init(cfg.log_format, "info,openraft=warn");
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(artstore_shared::tls::server_config(c, k)?),
-        (None, None) => None,
-        _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
-    };
+    artstore_shared::tls::trust_ca(cfg.tls_ca.as_deref())?;
+    let tls = server_tls(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref())?;
     let listener = listen(&cfg.listen).await?;
     let ui = match &cfg.ui_api {
         Some(api) => Some(artstore_ui::router(artstore_ui::UiState::new(artstore_ui::UiConfig {
@@ -156,12 +153,28 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         })?)),
         None => None,
     };
+    let cert = cfg.tls_cert.clone();
     let mut server = AdminServer::build(cfg, Faults::default()).await?;
+    if let Some(c) = &cert {
+        artstore_shared::tls::export_expiry(&server.health, c)?;
+    }
     if let Some(ui) = ui {
         // Admin routes first (and Raft's); every other path is the UI's.
         server.router = server.router.clone().fallback_service(ui);
     }
     server.run_with(listener, tls, shutdown_signal()).await
+}
+
+/// A role's TLS: a server configuration when both a certificate and a key are set.
+pub(crate) fn server_tls(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<artstore_shared::tls::ServerTls>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(artstore_shared::tls::server_config(c, k)?)),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
+    }
 }
 
 pub(crate) async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -172,6 +185,7 @@ async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
     let file = read_config(args.config.as_deref())?;
     let cfg = args.merge(file.storage_element);
     telemetry::init(cfg.log_format, "info");
+    artstore_shared::tls::trust_ca(cfg.tls_ca.as_deref())?;
     let jwks = cfg.jwks.clone().ok_or_else(|| {
         anyhow::anyhow!("no key set: give --jwks PATH_OR_URL (or jwks in the config, or ARTSTORE_JWKS)")
     })?;
@@ -184,13 +198,13 @@ async fn storage_element(args: ElementArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "key set not loaded yet; will retry on first request"),
     }
     let listener = listen(&cfg.listen).await?;
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(artstore_shared::tls::server_config(c, k)?),
-        (None, None) => None,
-        _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
-    };
+    let tls = server_tls(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref())?;
     // The element's own clock (a test clock in fault drills; tokens keep the wall clock).
+    let cert = cfg.tls_cert.clone();
     let element = Element::build(cfg, verifier, artstore_shared::clock::from_env()).await?;
+    if let Some(c) = &cert {
+        artstore_shared::tls::export_expiry(&element.health, c)?;
+    }
     match tls {
         Some(t) => element.run(artstore_shared::tls::TlsListener::new(listener, t)?, shutdown_signal()).await,
         None => element.run(listener, shutdown_signal()).await,
@@ -226,10 +240,19 @@ async fn ingester(args: cli::IngesterArgs) -> anyhow::Result<()> {
     let file = read_config(args.config.as_deref())?;
     let cfg = args.merge(file.ingester);
     telemetry::init(cfg.log_format, "info");
+    artstore_shared::tls::trust_ca(cfg.tls_ca.as_deref())?;
+    let tls = server_tls(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref())?;
     let verifier = role_verifier(cfg.jwks.as_deref(), &cfg.issuer, &cfg.audience, cfg.jwks_max_age_secs).await?;
     let listener = listen(&cfg.listen).await?;
+    let cert = cfg.tls_cert.clone();
     let server = artstore_ingester::server::IngesterServer::build(cfg, verifier).await?;
-    server.run(listener, shutdown_signal()).await
+    match (tls, cert) {
+        (Some(t), Some(c)) => {
+            artstore_shared::tls::export_expiry(&server.health, &c)?;
+            server.run(artstore_shared::tls::TlsListener::new(listener, t)?, shutdown_signal()).await
+        }
+        _ => server.run(listener, shutdown_signal()).await,
+    }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

@@ -26,7 +26,9 @@ pub async fn run(cmd: QueryCmd) -> anyhow::Result<ExitCode> {
 
 fn settings(args: QueryArgs) -> anyhow::Result<QueryConfig> {
     let file = crate::read_config(args.config.as_deref())?;
-    Ok(args.merge(file.query))
+    let cfg = args.merge(file.query);
+    artstore_shared::tls::trust_ca(cfg.tls_ca.as_deref())?;
+    Ok(cfg)
 }
 
 /// How the role starts its extraction workers: this very binary.
@@ -44,10 +46,19 @@ async fn serve(args: QueryArgs) -> anyhow::Result<()> {
     let cfg = settings(args)?;
     telemetry::init(cfg.log_format, "info,tantivy=warn");
     let verifier = crate::role_verifier(cfg.jwks.as_deref(), &cfg.issuer, &cfg.audience, cfg.jwks_max_age_secs).await?;
+    let tls = crate::server_tls(cfg.tls_cert.as_deref(), cfg.tls_key.as_deref())?;
     let listener = crate::listen(&cfg.listen).await?;
     let d = deps(&cfg, verifier)?;
+    let cert = cfg.tls_cert.clone();
     let server = QueryServer::build(cfg, d).await?;
-    server.run(listener, artstore_storage_element::server::shutdown_signal()).await
+    let shutdown = artstore_storage_element::server::shutdown_signal();
+    match (tls, cert) {
+        (Some(t), Some(c)) => {
+            artstore_shared::tls::export_expiry(&server.health, c.as_path())?;
+            server.run(artstore_shared::tls::TlsListener::new(listener, t)?, shutdown).await
+        }
+        _ => server.run(listener, shutdown).await,
+    }
 }
 
 /// Tools do not verify tokens; they only need the sources.

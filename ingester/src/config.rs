@@ -51,6 +51,12 @@ pub struct IngesterConfig {
     pub trusted_proxies: Vec<String>,
     /// Milliseconds between direct probes of each element.
     pub probe_interval_ms: u64,
+    /// PEM certificate chain; with `tls_key` the role speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when calling other roles (besides the system's).
+    pub tls_ca: Option<PathBuf>,
     /// Log format: pretty or json.
     pub log_format: LogFormat,
 }
@@ -78,6 +84,9 @@ impl Default for IngesterConfig {
             rate_limit_per_caller: 0.0,
             trusted_proxies: Vec::new(),
             probe_interval_ms: 2_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             log_format: LogFormat::Pretty,
         }
     }

@@ -107,7 +107,7 @@ impl Ingester {
             .map_err(|e| anyhow::anyhow!("temporary_horizon {:?}: {e}", cfg.temporary_horizon))?;
         // No overall timeout: a 10 GiB upload takes as long as it takes; a silent peer
         // is noticed by the read timeout.
-        let http = reqwest::Client::builder()
+        let http = artstore_shared::tls::http_client()
             .connect_timeout(Duration::from_secs(2))
             .read_timeout(Duration::from_secs(120))
             .build()?;

@@ -79,6 +79,12 @@ pub struct QueryConfig {
     pub rate_limit_per_caller: f64,
     /// Front proxies (addresses or networks) whose X-Forwarded-For names the client.
     pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain; with `tls_key` the role speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when calling other roles (besides the system's).
+    pub tls_ca: Option<PathBuf>,
     /// Log format: pretty or json.
     pub log_format: LogFormat,
 }
@@ -118,6 +124,9 @@ impl Default for QueryConfig {
             rate_limit_per_address: 0.0,
             rate_limit_per_caller: 0.0,
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             log_format: LogFormat::Pretty,
         }
     }

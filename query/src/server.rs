@@ -166,12 +166,13 @@ impl QueryServer {
     pub async fn run<L>(self, listener: L, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
     where
         L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-        for<'a> std::net::SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+        for<'a> artstore_shared::tls::PeerAddr:
+            axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
     {
         let workers = self.spawn_workers();
         tracing::info!(addr = %listener.local_addr()?, index = %self.service.root.display(), "query role serving");
         let health = self.health.clone();
-        axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        axum::serve(listener, self.router.into_make_service_with_connect_info::<artstore_shared::tls::PeerAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 health.set_not_ready("query", "shutting down");

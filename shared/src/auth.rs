@@ -294,7 +294,7 @@ impl TokenVerifier {
             clock,
             keys: RwLock::new(HashMap::new()),
             last_refresh: tokio::sync::Mutex::new(None),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
+            http: crate::tls::http_client().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
         }
     }
 

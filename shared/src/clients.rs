@@ -30,7 +30,7 @@ impl ClientError {
 }
 
 fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(2)).build().unwrap_or_default()
+    crate::tls::http_client().timeout(timeout).connect_timeout(Duration::from_secs(2)).build().unwrap_or_default()
 }
 
 async fn send_json<T: for<'de> Deserialize<'de>>(rb: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {

@@ -238,7 +238,7 @@ impl Default for ProbeConfig {
         Self {
             interval: Duration::from_secs(2),
             stale_after: Duration::from_secs(HEARTBEAT_TTL_SECS),
-            http: reqwest::Client::builder()
+            http: crate::tls::http_client()
                 .timeout(Duration::from_secs(2))
                 .connect_timeout(Duration::from_secs(1))
                 .build()

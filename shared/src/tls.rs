@@ -9,6 +9,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// A listener's TLS configuration.
+pub type ServerTls = Arc<rustls::ServerConfig>;
+
 /// Loads a PEM certificate chain and private key into a server configuration.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject as _;
@@ -73,20 +76,85 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     }
 }
 
+/// CA certificates every HTTP client of this process trusts besides the system's (see
+/// [`trust_ca`]).
+static EXTRA_ROOTS: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
+
+fn read_ca(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{}: no certificate in the file", path.display());
+    Ok(certs)
+}
+
+/// Makes every HTTP client this process builds afterwards ([`http_client`]: calls to other
+/// roles, key sets, policies, probes) trust the CA certificates in the PEM file `ca` — the
+/// cluster's private CA. Called once at a role's start, before its clients are built; a
+/// later call changes nothing.
+pub fn trust_ca(ca: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = ca {
+        let certs = read_ca(path)?;
+        let n = certs.len();
+        if EXTRA_ROOTS.set(certs).is_ok() {
+            tracing::info!(file = %path.display(), certificates = n, "trusting the cluster's CA for calls to other roles");
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP client builder for calls to other roles: it trusts the CA of [`trust_ca`].
+pub fn http_client() -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder();
+    for c in EXTRA_ROOTS.get().map(Vec::as_slice).unwrap_or_default() {
+        b = b.add_root_certificate(c.clone());
+    }
+    b
+}
+
 /// An HTTP client builder that also trusts the CA certificates in the PEM file `ca` (for
 /// calls between ArtStore roles behind a private CA).
 pub fn client_builder(ca: Option<&Path>) -> anyhow::Result<reqwest::ClientBuilder> {
-    let mut b = reqwest::Client::builder();
+    let mut b = http_client();
     if let Some(path) = ca {
-        let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        anyhow::ensure!(!certs.is_empty(), "{}: no certificate in the file", path.display());
-        for c in certs {
+        for c in read_ca(path)? {
             b = b.add_root_certificate(c);
         }
     }
     Ok(b)
+}
+
+/// When the first certificate of a PEM file stops being valid.
+pub fn certificate_not_after(cert: &Path) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let der = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{}: no certificate in the file", cert.display()))?
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+    chrono::DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
+        .ok_or_else(|| anyhow::anyhow!("{}: the certificate's end of validity is out of range", cert.display()))
+}
+
+/// Puts the serving certificate's end of validity on `/metrics`
+/// (`artstore_tls_certificate_expiry_timestamp_seconds`), for the expiry alert, and warns in
+/// the log when it is less than 30 days away.
+pub fn export_expiry(health: &crate::health::Health, cert: &Path) -> anyhow::Result<()> {
+    let not_after = certificate_not_after(cert)?;
+    health
+        .metrics()
+        .gauge(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate this role serves with stops being valid",
+        )
+        .set(not_after.timestamp());
+    let left = not_after - chrono::Utc::now();
+    if left < chrono::Duration::days(30) {
+        tracing::warn!(file = %cert.display(), not_after = %not_after, days_left = left.num_days(), "the TLS certificate expires soon");
+    }
+    Ok(())
 }
 
 /// A TCP listener whose connections are TLS.

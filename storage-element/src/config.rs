@@ -42,6 +42,8 @@ pub struct ElementConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when calling other roles (the admin: keys, policies).
+    pub tls_ca: Option<PathBuf>,
     /// Log format: `pretty` or `json`.
     pub log_format: LogFormat,
     /// Seconds a fetched key set is trusted before it is read again (so keys the admin
@@ -91,6 +93,7 @@ impl Default for ElementConfig {
             cache: None,
             tls_cert: None,
             tls_key: None,
+            tls_ca: None,
             log_format: LogFormat::Pretty,
             jwks_max_age_secs: 300,
             admin_url: None,

@@ -85,7 +85,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder()
+        let http = artstore_shared::tls::http_client()
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
