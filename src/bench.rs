@@ -35,6 +35,9 @@ pub enum BenchWhat {
     /// Query role: search over HTTP against PostgreSQL full-text search (build, QPS and
     /// latency at 1 and 8 clients, known-item relevance) and the 4 KiB indexing rate.
     Query(crate::bench_query::QueryBenchArgs),
+    /// Open-loop load (fixed arrival rate, latency from when each request was due) of
+    /// uploads and searches through a front URL, with a baseline and the roles' memory.
+    Load(crate::bench_load::LoadBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +266,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::Admin(a)) => crate::bench_admin::run(a).await,
         Some(BenchWhat::Ingester(a)) => crate::bench_ingester::run(a).await,
         Some(BenchWhat::Query(a)) => crate::bench_query::run(a).await,
+        Some(BenchWhat::Load(a)) => crate::bench_load::run(a).await,
         None => ingest(args.ingest).await,
     }
 }

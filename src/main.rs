@@ -4,6 +4,7 @@
 mod bench;
 mod bench_admin;
 mod bench_ingester;
+mod bench_load;
 mod bench_query;
 mod cli;
 #[cfg(test)]
