@@ -15,7 +15,8 @@
 #            postgres, kafka, …) its last 200 lines, -f to follow
 #   env      shell assignments of the cluster's URLs and secrets (eval "$(… env)")
 #   start NAME / stop NAME / kill NAME
-#            start one part, stop it (SIGTERM), or SIGKILL it (for fault drills)
+#            start one part, stop it (SIGTERM), or SIGKILL it (for fault drills; PostgreSQL's
+#            postmaster is killed with its backends, Kafka's broker JVM by its PID file)
 #
 # Environment:
 #   ARTSTORE_BIN            the binary (default: cargo build --release, target/release/artstore)
@@ -120,6 +121,15 @@ spawn() {
   log "started $name (pid $!)"
 }
 
+# running PID: the process exists and has not exited (a zombie waiting for its parent, or
+# for an init that reaps only now and then, has ended).
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
 # stop_pid NAME SIGNAL: signals the process and waits up to 30 s for it to end.
 stop_pid() {
   local name=$1 sig=${2:-TERM} pid
@@ -127,10 +137,10 @@ stop_pid() {
   pid=$(cat "$(pidfile "$name")")
   kill "-$sig" "$pid" 2>/dev/null || true
   for _ in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || break
+    running "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     log "$name (pid $pid) did not stop in 30 s: SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -367,6 +377,48 @@ stop_one() {
   esac
 }
 
+# kill_pids NAME PID...: SIGKILL, and wait until every one of them is gone.
+kill_pids() {
+  local name=$1 pid
+  shift
+  [ $# -gt 0 ] || { log "$name is not running"; return 0; }
+  kill -KILL "$@" 2>/dev/null || true
+  for pid in "$@"; do
+    while running "$pid"; do sleep 0.05; done
+  done
+  log "killed $name (pid $*)"
+}
+
+# kill_one NAME: SIGKILL, as a crash would. PostgreSQL: the postmaster and every backend
+# (a lone killed postmaster leaves backends holding the shared memory, and the next start
+# waits for them); Kafka: the broker in scripts/kafka.sh's PID file.
+kill_one() {
+  local pid pids=()
+  case $1 in
+    postgres)
+      pid=$(head -n1 "$DIR/postgres/postmaster.pid" 2>/dev/null) || true
+      if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$DIR/postgres"; then
+        pids=("$pid" $(ps -o pid= --ppid "$pid"))
+      fi
+      kill_pids postgres "${pids[@]}"
+      # pg_ctl, and the next postmaster's lock-file check, take a zombie for a live server:
+      # wait until it is reaped.
+      for _ in $(seq 1 600); do
+        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+      done
+      ;;
+    kafka)
+      pid=$(cat "$DIR/kafka/kafka.pid" 2>/dev/null) || true
+      if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$DIR/kafka"; then
+        pids=("$pid")
+      fi
+      kill_pids kafka "${pids[@]}"
+      ;;
+    *) stop_pid "$1" KILL ;;
+  esac
+}
+
 # --- commands -----------------------------------------------------------------------------
 
 up() {
@@ -475,6 +527,6 @@ case ${1:-} in
     [ -z "$(health_url "$2")" ] || wait_http "$2" "$(health_url "$2")" 90
     ;;
   stop) stop_one "${2:?stop NAME}" ;;
-  kill) stop_pid "${2:?kill NAME}" KILL ;;
+  kill) kill_one "${2:?kill NAME}" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

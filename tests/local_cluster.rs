@@ -7,102 +7,10 @@ mod support;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::BIN;
-
-const PASSWORD: &str = "local-cluster-pass-1";
-
-struct Cluster {
-    dir: PathBuf,
-    base: u16,
-    /// Holds the lock that reserves `base` for this test.
-    _ports: std::fs::File,
-}
-
-impl Cluster {
-    fn new(dir: PathBuf) -> Cluster {
-        let (base, ports) = free_base();
-        Cluster { dir, base, _ports: ports }
-    }
-}
-
-impl Cluster {
-    fn script(&self, args: &[&str]) -> Output {
-        Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh"))
-            .args(args)
-            .env("ARTSTORE_BIN", BIN)
-            .env("ARTSTORE_CLUSTER_DIR", &self.dir)
-            .env("ARTSTORE_CLUSTER_PORT", self.base.to_string())
-            .env("ARTSTORE_ADMIN_PASSWORD", PASSWORD)
-            .output()
-            .unwrap()
-    }
-
-    fn up(&self) -> String {
-        let out = self.script(&["up"]);
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "local-cluster.sh up failed:\n{stdout}\n{stderr}\n{}", self.logs());
-        stdout.into_owned()
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for name in ["admin-1", "admin-2", "admin-3", "se-1", "se-2", "ingester", "query", "nginx"] {
-            let text = std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            s.push_str(&format!("--- {name}\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
-        }
-        s
-    }
-
-    fn pids(&self) -> BTreeMap<String, String> {
-        std::fs::read_dir(self.dir.join("run"))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        (name, std::fs::read_to_string(e.path()).unwrap_or_default().trim().to_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn front(&self) -> String {
-        format!("http://127.0.0.1:{}", self.base + 80)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.script(&["down"]);
-    }
-}
-
-/// A base port whose every offset the cluster uses is free, reserved for this test by a lock
-/// on a file named after it (tests run as separate processes side by side; the lock goes
-/// with the returned file, also when a test dies). The range stays below the kernel's
-/// ephemeral ports (32768 and up): a port found free there can be taken by any outgoing
-/// connection of a test running beside this one before the cluster binds it.
-fn free_base() -> (u16, std::fs::File) {
-    let offsets = [1, 2, 3, 11, 12, 21, 31, 32, 79, 80, 92, 93];
-    let locks = std::env::temp_dir().join("artstore-cluster-ports");
-    std::fs::create_dir_all(&locks).unwrap();
-    for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 120) * 100;
-        let file = std::fs::File::create(locks.join(format!("{base}.lock"))).unwrap();
-        if file.try_lock().is_err() {
-            continue;
-        }
-        if offsets.iter().all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()) {
-            return (base, file);
-        }
-    }
-    panic!("no free port range for the cluster");
-}
+use support::cluster::{Cluster, PASSWORD};
 
 fn alive(pid: &str) -> bool {
     std::fs::metadata(format!("/proc/{pid}")).is_ok()
@@ -415,7 +323,13 @@ async fn prometheus_scrapes_the_cluster_and_every_dashboard_panel_has_data() {
             rules += 1;
         }
     }
-    assert_eq!(rules, 20);
+    // Every rule of deploy/prometheus/rules.yml is loaded.
+    let file: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(format!("{root}/prometheus/rules.yml")).unwrap()).unwrap();
+    let in_file: usize =
+        file["groups"].as_sequence().unwrap().iter().map(|g| g["rules"].as_sequence().map_or(0, Vec::len)).sum();
+    assert!(in_file >= 20, "only {in_file} rules in rules.yml");
+    assert_eq!(rules, in_file, "Prometheus loaded {rules} of the {in_file} rules in rules.yml");
     // A healthy cluster raises no alert but the ones that need no fault to fire.
     let v: Value = http.get(format!("{prom}/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
     let firing: Vec<&Value> =

@@ -372,8 +372,14 @@ impl EventBus for KafkaBus {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "true")
-            .set("topic.metadata.refresh.interval.ms", "2000");
-        // Test and operator overrides win (e.g. a short session timeout).
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            // A consumer that died without leaving (SIGKILL, a lost machine) holds its
+            // partitions until its session times out, and its restarted successor waits that
+            // long for them: 10 s rather than librdkafka's 45 s. Heartbeats come from
+            // librdkafka's own thread, so a busy role does not miss them.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "3000");
+        // Test and operator overrides win (e.g. a shorter session timeout).
         for (k, v) in &self.settings.options {
             c.set(k, v);
         }

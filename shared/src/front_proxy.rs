@@ -112,7 +112,10 @@ pub fn nginx(cfg: &ProxyConfig) -> String {
     proxy_read_timeout 3600s;
     # A backend that refuses the connection is skipped; a request it received is never re-sent.
     proxy_next_upstream error timeout;
-    proxy_next_upstream_tries 3;"#
+    proxy_next_upstream_tries 3;
+    # No server of the role answered (down, refused, reset, timed out): a problem the client
+    # can act on (retry later), not nginx's HTML page. The roles' own answers pass untouched.
+    error_page 502 504 =503 @artstore_unavailable;"#
     );
     let _ = writeln!(
         w,
@@ -123,6 +126,12 @@ pub fn nginx(cfg: &ProxyConfig) -> String {
             return 404 '{{"type":"{base}not-found","title":"Not Found","status":404,"detail":"no such route"}}';
         }}
         proxy_pass http://artstore_$artstore_role;
+    }}
+
+    location @artstore_unavailable {{
+        default_type application/problem+json;
+        add_header Retry-After 1 always;
+        return 503 '{{"type":"{base}unavailable","title":"Service Unavailable","status":503,"detail":"the $artstore_role role does not answer; retry later"}}';
     }}
 }}"#,
         base = crate::error::PROBLEM_TYPE_BASE,
@@ -150,6 +159,8 @@ mod tests {
         assert!(lines.last().unwrap().ends_with(" none;"));
         assert!(out.contains("upstream artstore_ui {\n    hash $cookie_artstore_session consistent;\n    server a1:1"));
         assert!(out.contains("proxy_pass http://artstore_$artstore_role;"));
+        assert!(out.contains("error_page 502 504 =503 @artstore_unavailable;"));
+        assert!(out.contains(r#"return 503 '{"type":"https://artstore.dev/problems/unavailable""#));
         assert!(!out.contains("\\\\"), "nginx would unescape a double backslash");
     }
 }

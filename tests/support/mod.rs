@@ -1,6 +1,9 @@
 //! Running the real `artstore` binary in tests: an element on a free port, readiness, HTTP
-//! helpers, and a private PostgreSQL server that a test may stop and start.
+//! helpers, a private PostgreSQL server that a test may stop and start, and (`cluster`) a
+//! whole `deploy/local-cluster.sh` cluster.
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
