@@ -26,6 +26,12 @@
 #                           kafka +92 (controller +93)
 #   ARTSTORE_ADMIN_PASSWORD the admin's password on first start (default: generated, kept
 #                           in <dir>/secrets/admin-password)
+#   ARTSTORE_CLUSTER_TLS=1  on the first `up`: TLS mode. A private CA and a certificate for
+#                           127.0.0.1/localhost are made in <dir>/tls (openssl); every role
+#                           and the front proxy serve HTTPS only (plain HTTP is refused), every
+#                           call between roles and from the proxy checks certificates against
+#                           that CA (`--tls-ca`). The cluster stays in TLS mode afterwards.
+#                           PostgreSQL, Redis and Kafka stay on plain loopback.
 # Installs what is missing (nginx-light, redis-server, postgresql, and Kafka through
 # scripts/kafka.sh) with apt; needs root or sudo only then.
 set -euo pipefail
@@ -49,10 +55,21 @@ REDIS_PORT=$((BASE + 79))
 FRONT_PORT=$((BASE + 80))
 KAFKA_PORT=$((BASE + 92))
 KAFKA_CONTROLLER_PORT=$((BASE + 93))
-FRONT=http://$H:$FRONT_PORT
+TLS_DIR=$DIR/tls
+if [ "${ARTSTORE_CLUSTER_TLS:-0}" = 1 ] || [ -f "$TLS_DIR/cert.pem" ]; then TLS=1; else TLS=0; fi
+if [ $TLS = 1 ]; then
+  SCHEME=https
+  CURL=(curl --cacert "$TLS_DIR/ca.pem")
+  ROLE_TLS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem" --tls-ca "$TLS_DIR/ca.pem")
+else
+  SCHEME=http
+  CURL=(curl)
+  ROLE_TLS=()
+fi
+FRONT=$SCHEME://$H:$FRONT_PORT
 REDIS_URL=redis://$H:$REDIS_PORT
 KAFKA=$H:$KAFKA_PORT
-PEERS=1=http://$H:${ADMIN_PORTS[0]},2=http://$H:${ADMIN_PORTS[1]},3=http://$H:${ADMIN_PORTS[2]}
+PEERS=1=$SCHEME://$H:${ADMIN_PORTS[0]},2=$SCHEME://$H:${ADMIN_PORTS[1]},3=$SCHEME://$H:${ADMIN_PORTS[2]}
 QUERY_CLIENT=query
 
 log() { echo "local-cluster: $*" >&2; }
@@ -69,6 +86,7 @@ install_missing() {
   command -v psql >/dev/null 2>&1 || pkgs+=(postgresql-client)
   command -v curl >/dev/null 2>&1 || pkgs+=(curl)
   command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+  [ $TLS = 0 ] || command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
   if [ ${#pkgs[@]} -gt 0 ]; then
     log "installing ${pkgs[*]}"
     as_root apt-get update -qq
@@ -152,7 +170,7 @@ stop_pid() {
 wait_http() {
   local name=$1 url=$2 limit=${3:-60}
   for _ in $(seq 1 $((limit * 5))); do
-    if curl -fs -o /dev/null --max-time 2 "$url"; then return 0; fi
+    if "${CURL[@]}" -fs -o /dev/null --max-time 2 "$url"; then return 0; fi
     if [ "$name" != - ] && ! alive "$name"; then
       tail -n 30 "$LOGS/$name.log" >&2 || true
       die "$name exited; its log is $LOGS/$name.log"
@@ -167,7 +185,7 @@ wait_http() {
 wait_elements_up() {
   local up=0
   for _ in $(seq 1 300); do
-    up=$(curl -s --max-time 2 "$(health_url ingester)" |
+    up=$("${CURL[@]}" -s --max-time 2 "$(health_url ingester)" |
       python3 -c 'import json,sys; print(json.load(sys.stdin).get("elements_up", 0))' 2>/dev/null || echo 0)
     [ "$up" -ge ${#SE_IDS[@]} ] && return 0
     sleep 0.2
@@ -239,12 +257,38 @@ start_redis() {
   log "started redis on $H:$REDIS_PORT"
 }
 
+# The private CA and one certificate for every role and the proxy (127.0.0.1, localhost),
+# made once with openssl.
+make_tls() {
+  [ $TLS = 1 ] || return 0
+  [ -f "$TLS_DIR/cert.pem" ] && return 0
+  mkdir -p "$TLS_DIR"
+  (
+    umask 077
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=ArtStore local cluster CA" -keyout ca-key.pem -out ca.pem \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+      -keyout key.pem -out cert.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' >cert.ext
+    openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 825 \
+      -extfile cert.ext -out cert.pem 2>/dev/null
+    rm -f cert.csr cert.ext
+    chmod 644 ca.pem cert.pem
+  ) || die "making the cluster's CA and certificate failed (openssl)"
+  log "made a private CA and a certificate for $H/localhost in $TLS_DIR"
+}
+
 nginx_conf() {
   local admins="" d=$DIR/nginx
   for p in "${ADMIN_PORTS[@]}"; do admins+="${admins:+,}$H:$p"; done
   mkdir -p "$d"
+  local tls=()
+  [ $TLS = 0 ] || tls=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem"
+    --upstream-ca "$TLS_DIR/ca.pem" --upstream-name localhost)
   "$BIN" proxy-config --listen "$H:$FRONT_PORT" --admin "$admins" --ingester "$H:$INGESTER_PORT" \
-    --query "$H:$QUERY_PORT" >"$d/artstore.conf"
+    --query "$H:$QUERY_PORT" "${tls[@]}" >"$d/artstore.conf"
   cat >"$d/nginx.conf" <<EOF
 # Written by deploy/local-cluster.sh; artstore.conf is \`artstore proxy-config\`'s output.
 $([ "$(id -u)" = 0 ] && echo "user root;")
@@ -277,7 +321,8 @@ start_admin() {
   local i=$1 port=${ADMIN_PORTS[$(($1 - 1))]}
   spawn "admin-$i" ARTSTORE_ADMIN_PASSWORD="$(secret admin-password)" -- \
     "$BIN" admin --node-id "$i" --listen "$H:$port" --data "$DIR/admin-$i" --peers "$PEERS" \
-    --redis "$REDIS_URL" --cluster-secret "$(secret cluster-secret)" --ui-api "$FRONT" --trusted-proxies $H --log-format json
+    --redis "$REDIS_URL" --cluster-secret "$(secret cluster-secret)" --ui-api "$FRONT" --trusted-proxies $H --log-format json \
+    "${ROLE_TLS[@]}"
 }
 
 start_element() {
@@ -285,30 +330,30 @@ start_element() {
   spawn "$id" -- "$BIN" storage-element --data "$DIR/$id" --listen "$H:$port" \
     --jwks "$FRONT/.well-known/jwks.json" --admin "$FRONT" --redis "$REDIS_URL" --element-id "$id" \
     --initial-mode "${SE_MODES[$n]}" --cache "postgres://postgres@$H:$PG_PORT/artstore_${id//-/_}" \
-    --kafka "$KAFKA" --log-format json
+    --kafka "$KAFKA" --log-format json --public-url "$SCHEME://$H:$port" "${ROLE_TLS[@]}"
 }
 
 start_ingester() {
   spawn ingester -- "$BIN" ingester --listen "$H:$INGESTER_PORT" --data "$DIR/ingester" \
     --jwks "$FRONT/.well-known/jwks.json" --admin "$FRONT" --redis "$REDIS_URL" --trusted-proxies $H \
-    --log-format json
+    --log-format json "${ROLE_TLS[@]}"
 }
 
 start_query() {
   spawn query ARTSTORE_CLIENT_SECRET="$(cat "$SECRETS/query-client-secret")" -- \
     "$BIN" query --listen "$H:$QUERY_PORT" --index "$DIR/query" --jwks "$FRONT/.well-known/jwks.json" \
     --admin "$FRONT" --client-id "$QUERY_CLIENT" --redis "$REDIS_URL" --kafka "$KAFKA" --trusted-proxies $H \
-    --log-format json
+    --log-format json "${ROLE_TLS[@]}"
 }
 
 admin_token() {
-  curl -fsS --max-time 10 -d grant_type=password -d username=admin \
+  "${CURL[@]}" -fsS --max-time 10 -d grant_type=password -d username=admin \
     --data-urlencode "password=$(secret admin-password)" "$FRONT/api/v1/auth/token" | json_field access_token
 }
 
 # api METHOD PATH JSON: prints "<status> <body>".
 api() {
-  curl -sS --max-time 15 -X "$1" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  "${CURL[@]}" -sS --max-time 15 -X "$1" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d "$3" -w '\n%{http_code}' "$FRONT$2"
 }
 
@@ -317,7 +362,7 @@ register() {
   TOKEN=$(admin_token) || die "cannot get an admin token from $FRONT"
   local out status
   for n in 0 1; do
-    out=$(api POST /api/v1/elements "{\"id\": \"${SE_IDS[$n]}\", \"url\": \"http://$H:${SE_PORTS[$n]}\", \"weight\": 1}")
+    out=$(api POST /api/v1/elements "{\"id\": \"${SE_IDS[$n]}\", \"url\": \"$SCHEME://$H:${SE_PORTS[$n]}\", \"weight\": 1}")
     status=${out##*$'\n'}
     case $status in
       201) log "registered ${SE_IDS[$n]}" ;;
@@ -345,11 +390,11 @@ ARTSTORE_NAMES=("${ADMIN_NAMES[@]}" se-1 se-2 ingester query)
 
 health_url() {
   case $1 in
-    admin-[123]) echo "http://$H:${ADMIN_PORTS[$((${1#admin-} - 1))]}/health/ready" ;;
-    se-1) echo "http://$H:${SE_PORTS[0]}/health/ready" ;;
-    se-2) echo "http://$H:${SE_PORTS[1]}/health/ready" ;;
-    ingester) echo "http://$H:$INGESTER_PORT/health/ready" ;;
-    query) echo "http://$H:$QUERY_PORT/health/ready" ;;
+    admin-[123]) echo "$SCHEME://$H:${ADMIN_PORTS[$((${1#admin-} - 1))]}/health/ready" ;;
+    se-1) echo "$SCHEME://$H:${SE_PORTS[0]}/health/ready" ;;
+    se-2) echo "$SCHEME://$H:${SE_PORTS[1]}/health/ready" ;;
+    ingester) echo "$SCHEME://$H:$INGESTER_PORT/health/ready" ;;
+    query) echo "$SCHEME://$H:$QUERY_PORT/health/ready" ;;
     nginx) echo "$FRONT/.well-known/jwks.json" ;;
   esac
 }
@@ -428,6 +473,7 @@ up() {
   [ -n "${ARTSTORE_ADMIN_PASSWORD:-}" ] && [ ! -s "$SECRETS/admin-password" ] &&
     (umask 077; printf '%s' "$ARTSTORE_ADMIN_PASSWORD" >"$SECRETS/admin-password")
   echo "$BIN" >"$DIR/binary"
+  make_tls
   start_redis
   start_postgres
   kafka start >/dev/null || die "Kafka did not start (log: $DIR/kafka/logs/server.log)"
@@ -465,7 +511,7 @@ status() {
     if alive "$n"; then state=running; else state=stopped; bad=1; pid=-; fi
     health=-
     if [ "$state" = running ] && [ -n "$(health_url "$n")" ]; then
-      health=$(curl -s -o /dev/null --max-time 3 -w '%{http_code}' "$(health_url "$n")" || true)
+      health=$("${CURL[@]}" -s -o /dev/null --max-time 3 -w '%{http_code}' "$(health_url "$n")" || true)
       [ "$health" = 200 ] || bad=1
     fi
     printf '%-10s %-8s %-8s %s\n' "$n" "$pid" "$state" "$health"
@@ -503,14 +549,15 @@ print_env() {
   cat <<EOF
 ARTSTORE_FRONT=$FRONT
 ARTSTORE_ADMIN_PASSWORD=$(cat "$SECRETS/admin-password" 2>/dev/null)
-ARTSTORE_ADMIN_URLS=http://$H:${ADMIN_PORTS[0]},http://$H:${ADMIN_PORTS[1]},http://$H:${ADMIN_PORTS[2]}
-ARTSTORE_ELEMENT_URLS=se-1=http://$H:${SE_PORTS[0]},se-2=http://$H:${SE_PORTS[1]}
-ARTSTORE_INGESTER_URL=http://$H:$INGESTER_PORT
-ARTSTORE_QUERY_URL=http://$H:$QUERY_PORT
+ARTSTORE_ADMIN_URLS=$SCHEME://$H:${ADMIN_PORTS[0]},$SCHEME://$H:${ADMIN_PORTS[1]},$SCHEME://$H:${ADMIN_PORTS[2]}
+ARTSTORE_ELEMENT_URLS=se-1=$SCHEME://$H:${SE_PORTS[0]},se-2=$SCHEME://$H:${SE_PORTS[1]}
+ARTSTORE_INGESTER_URL=$SCHEME://$H:$INGESTER_PORT
+ARTSTORE_QUERY_URL=$SCHEME://$H:$QUERY_PORT
 ARTSTORE_REDIS_URL=$REDIS_URL
 ARTSTORE_KAFKA_BROKERS=$KAFKA
 ARTSTORE_PG_URL=postgres://postgres@$H:$PG_PORT
 ARTSTORE_CLUSTER_DIR=$DIR
+$([ $TLS = 0 ] || echo "ARTSTORE_TLS_CA=$TLS_DIR/ca.pem")
 EOF
 }
 

@@ -63,6 +63,18 @@ pub struct ProxyConfigArgs {
     /// Admin nodes serving the web UI (`--ui-api`); default: every admin node.
     #[arg(long, value_delimiter = ',')]
     pub ui: Vec<String>,
+    /// HTTPS on the proxy's listener: PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// The private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// The roles speak HTTPS: check their certificates against this CA (PEM).
+    #[arg(long)]
+    pub upstream_ca: Option<String>,
+    /// The name the roles' certificates are checked for (with --upstream-ca).
+    #[arg(long, requires = "upstream_ca")]
+    pub upstream_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

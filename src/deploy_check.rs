@@ -183,7 +183,7 @@ fn the_compose_front_proxy_config_is_what_proxy_config_prints() {
         admin: vec!["admin-1:8090".into(), "admin-2:8090".into(), "admin-3:8090".into()],
         ingester: vec!["ingester:8082".into()],
         query: vec!["query:8083".into()],
-        ui: vec![],
+        ..Default::default()
     });
     let have = std::fs::read_to_string(deploy().join("nginx/artstore.conf")).unwrap();
     assert!(

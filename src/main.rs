@@ -89,6 +89,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ingester: a.ingester,
                     query: a.query,
                     ui: a.ui,
+                    tls_cert: a.tls_cert,
+                    tls_key: a.tls_key,
+                    upstream_ca: a.upstream_ca,
+                    upstream_name: a.upstream_name,
                 })
             );
             Ok(ExitCode::SUCCESS)

@@ -80,6 +80,7 @@ async fn nginx_routes_every_request_like_the_one_port() {
         ingester: vec![ingester],
         query: vec![query],
         ui: vec![ui],
+        ..Default::default()
     });
     let _nginx = start_nginx(tmp.path(), &snippet);
     let front = format!("http://127.0.0.1:{port}");

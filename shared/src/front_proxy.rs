@@ -22,6 +22,14 @@ pub struct ProxyConfig {
     pub query: Vec<String>,
     /// Admin nodes started with `--ui-api` (default: every admin node).
     pub ui: Vec<String>,
+    /// HTTPS on the proxy's own listener: PEM certificate chain and key.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// The roles speak HTTPS: the CA (PEM) their certificates are checked against, and the
+    /// name checked (a name every role's certificate carries; the upstreams' own names are
+    /// group names).
+    pub upstream_ca: Option<String>,
+    pub upstream_name: Option<String>,
 }
 
 /// The role's name in the generated map, for a request no rule matches under `/api`.
@@ -93,7 +101,31 @@ pub fn nginx(cfg: &ProxyConfig) -> String {
     }
 
     let _ = writeln!(w, "server {{");
-    let _ = writeln!(w, "    listen {};", cfg.listen);
+    match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            let _ = writeln!(w, "    listen {} ssl;", cfg.listen);
+            let _ = writeln!(w, "    ssl_certificate {cert};\n    ssl_certificate_key {key};");
+            let _ = writeln!(w, "    ssl_protocols TLSv1.2 TLSv1.3;");
+            // Plain HTTP on this port is refused with a problem, never served or redirected.
+            let _ = writeln!(w, "    error_page 497 @artstore_https_only;");
+        }
+        _ => {
+            let _ = writeln!(w, "    listen {};", cfg.listen);
+        }
+    }
+    let scheme = match &cfg.upstream_ca {
+        Some(ca) => {
+            // Every call to a role is HTTPS, its certificate checked against the cluster's CA.
+            let _ = writeln!(w, "    proxy_ssl_trusted_certificate {ca};");
+            let _ = writeln!(w, "    proxy_ssl_verify on;\n    proxy_ssl_verify_depth 3;");
+            let _ = writeln!(w, "    proxy_ssl_session_reuse on;");
+            if let Some(name) = &cfg.upstream_name {
+                let _ = writeln!(w, "    proxy_ssl_name {name};\n    proxy_ssl_server_name on;");
+            }
+            "https"
+        }
+        None => "http",
+    };
     let _ = writeln!(
         w,
         r#"    # Uploads of any size stream through; the ingester enforces its own limits.
@@ -125,7 +157,7 @@ pub fn nginx(cfg: &ProxyConfig) -> String {
         if ($artstore_role = {NO_ROUTE}) {{
             return 404 '{{"type":"{base}not-found","title":"Not Found","status":404,"detail":"no such route"}}';
         }}
-        proxy_pass http://artstore_$artstore_role;
+        proxy_pass {scheme}://artstore_$artstore_role;
     }}
 
     location @artstore_unavailable {{
@@ -135,7 +167,22 @@ pub fn nginx(cfg: &ProxyConfig) -> String {
     }}
 }}"#,
         base = crate::error::PROBLEM_TYPE_BASE,
+        scheme = scheme,
     );
+    if cfg.tls_cert.is_some() {
+        // Inside the server block: drop its closing brace and add the location.
+        o.truncate(o.trim_end().len() - 1);
+        let _ = writeln!(
+            o,
+            r#"
+    location @artstore_https_only {{
+        default_type application/problem+json;
+        return 400 '{{"type":"{base}bad-request","title":"Bad Request","status":400,"detail":"this port speaks HTTPS only"}}';
+    }}
+}}"#,
+            base = crate::error::PROBLEM_TYPE_BASE,
+        );
+    }
     o
 }
 
@@ -162,5 +209,33 @@ mod tests {
         assert!(out.contains("error_page 502 504 =503 @artstore_unavailable;"));
         assert!(out.contains(r#"return 503 '{"type":"https://artstore.dev/problems/unavailable""#));
         assert!(!out.contains("\\\\"), "nginx would unescape a double backslash");
+        assert!(!out.contains("ssl"), "no TLS unless asked");
+    }
+
+    #[test]
+    fn tls_on_the_front_and_to_the_roles() {
+        let cfg = ProxyConfig {
+            listen: "127.0.0.1:8443".into(),
+            admin: vec!["a1:1".into()],
+            ingester: vec!["i:3".into()],
+            query: vec!["q:4".into()],
+            tls_cert: Some("/tls/cert.pem".into()),
+            tls_key: Some("/tls/key.pem".into()),
+            upstream_ca: Some("/tls/ca.pem".into()),
+            upstream_name: Some("localhost".into()),
+            ..Default::default()
+        };
+        let out = nginx(&cfg);
+        assert!(
+            out.contains(
+                "listen 127.0.0.1:8443 ssl;\n    ssl_certificate /tls/cert.pem;\n    ssl_certificate_key /tls/key.pem;"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("proxy_ssl_trusted_certificate /tls/ca.pem;\n    proxy_ssl_verify on;"), "{out}");
+        assert!(out.contains("proxy_ssl_name localhost;"), "{out}");
+        assert!(out.contains("proxy_pass https://artstore_$artstore_role;"), "{out}");
+        assert!(out.contains("error_page 497 @artstore_https_only;"), "{out}");
+        assert!(out.trim_end().ends_with("speaks HTTPS only\"}';\n    }\n}"), "{out}");
     }
 }

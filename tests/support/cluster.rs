@@ -17,6 +17,8 @@ pub const PARTS: [&str; 11] =
 pub struct Cluster {
     pub dir: PathBuf,
     pub base: u16,
+    /// TLS mode (`ARTSTORE_CLUSTER_TLS=1`): every role and the proxy on HTTPS.
+    pub tls: bool,
     /// Holds the lock that reserves `base` for this test.
     _ports: std::fs::File,
 }
@@ -24,7 +26,19 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(dir: PathBuf) -> Cluster {
         let (base, ports) = free_base();
-        Cluster { dir, base, _ports: ports }
+        Cluster { dir, base, tls: false, _ports: ports }
+    }
+
+    /// A cluster in TLS mode, with its own private CA (`<dir>/tls/ca.pem`).
+    pub fn new_tls(dir: PathBuf) -> Cluster {
+        let mut c = Cluster::new(dir);
+        c.tls = true;
+        c
+    }
+
+    /// The cluster's CA certificate (TLS mode, after `up`).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("tls").join("ca.pem")).unwrap()
     }
 
     /// Runs the script with `args` against this cluster.
@@ -36,6 +50,7 @@ impl Cluster {
             .env("ARTSTORE_CLUSTER_DIR", &self.dir)
             .env("ARTSTORE_CLUSTER_PORT", self.base.to_string())
             .env("ARTSTORE_ADMIN_PASSWORD", PASSWORD)
+            .env("ARTSTORE_CLUSTER_TLS", if self.tls { "1" } else { "0" })
             .output()
             .unwrap()
     }
@@ -84,10 +99,10 @@ impl Cluster {
         self.url(80)
     }
 
-    /// `http://127.0.0.1:<base + offset>` (admin +1..+3, se-1 +11, se-2 +12, ingester +21,
-    /// query +31, front +80).
+    /// `http://127.0.0.1:<base + offset>` (`https` in TLS mode; admin +1..+3, se-1 +11,
+    /// se-2 +12, ingester +21, query +31, front +80).
     pub fn url(&self, offset: u16) -> String {
-        format!("http://127.0.0.1:{}", self.base + offset)
+        format!("{}://127.0.0.1:{}", if self.tls { "https" } else { "http" }, self.base + offset)
     }
 
     /// The element URLs, se-1 first.
