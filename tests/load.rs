@@ -1,7 +1,8 @@
 //! A bounded open-loop load through the local cluster's front proxy (`artstore bench load`:
 //! uploads and searches at a fixed arrival rate, latency from when each request was due):
 //! zero errors, every request answered, and every role's memory flat. CI runs a short
-//! profile; `ARTSTORE_LOAD_SECS=600` is the full ten minutes (docs/operations/monitoring.md).
+//! profile (`ARTSTORE_LOAD_SECS`, default 40); the full ten minutes runs as `artstore bench
+//! load` against `deploy/local-cluster.sh up` (README, Benchmarks).
 
 mod support;
 

@@ -129,20 +129,50 @@ impl Answer {
 }
 
 /// Runs `work` once per (caller, route, `Idempotency-Key`): a retry gets the first answer.
-pub async fn once<F, Fut>(ing: &Ingester, caller: &Caller, route: &str, headers: &HeaderMap, work: F) -> Response
+/// With `plan_file` (routes that store a file) `work` gets the file id planned for the
+/// upload when a key was given; a retry after an attempt that left no answer first looks
+/// for a document stored under that id, and answers it rather than storing it again.
+pub async fn once<F, Fut>(
+    ing: &Ingester,
+    caller: &Caller,
+    route: &str,
+    headers: &HeaderMap,
+    plan_file: bool,
+    work: F,
+) -> Response
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<Uuid>) -> Fut,
     Fut: std::future::Future<Output = Answer>,
 {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
-    let Some(key) = key else { return work().await.into_response(false) };
+    let Some(key) = key else { return work(None).await.into_response(false) };
     if key.len() > 255 {
         return Answer::problem(&bad("Idempotency-Key is longer than 255 characters")).into_response(false);
     }
-    match ing.keys.begin(&caller.subject, route, key).await {
-        Ok(kept) => Answer::from_kept(kept).into_response(true),
-        Err(guard) => {
-            let answer = work().await;
+    match ing.keys.begin(&caller.subject, route, key, plan_file).await {
+        Err(e) => Answer::problem(&ApiError::typed(
+            ErrorCode::Unavailable,
+            "idempotency-unavailable",
+            format!("the idempotency key could not be recorded ({e}); nothing was stored, retry later"),
+        ))
+        .into_response(false),
+        Ok(Ok(kept)) => Answer::from_kept(kept).into_response(true),
+        Ok(Err(guard)) => {
+            if let (true, Some(id)) = (guard.recovered, guard.file_id) {
+                match ing.recover(&bearer(headers), id).await {
+                    // Stored by the earlier attempt: that is the answer.
+                    Ok(Some(outcome)) => {
+                        tracing::info!(file_id = %id, "a retried upload found what the earlier attempt stored");
+                        let answer = stored_answer(outcome);
+                        ing.keys.keep(guard, answer.kept());
+                        return answer.into_response(true);
+                    }
+                    Ok(None) => {}
+                    // Not known whether the earlier attempt stored it: nothing is stored now.
+                    Err(e) => return Answer::problem(&e).into_response(false),
+                }
+            }
+            let answer = work(guard.file_id).await;
             ing.keys.keep(guard, answer.kept());
             answer.into_response(false)
         }
@@ -173,8 +203,9 @@ async fn post_file(State(s): State<AppState>, caller: Caller, req: Request) -> R
     }
     let headers = req.headers().clone();
     let ing = s.ingester.clone();
-    once(&ing, &caller, "POST /api/v1/files", &headers, || async {
-        match ingest_multipart(&ing, &headers, req.into_body()).await {
+    let (ing2, headers2) = (ing.clone(), headers.clone());
+    once(&ing, &caller, "POST /api/v1/files", &headers, true, |planned| async move {
+        match ingest_multipart(&ing2, &headers2, req.into_body(), planned).await {
             Ok(a) => a,
             Err(e) => Answer::problem(&e),
         }
@@ -206,9 +237,16 @@ struct FormSoFar {
     fields: UploadFields,
     head: FileHead,
     part_digest: Option<String>,
+    /// The file id planned for an upload with an idempotency key.
+    planned: Option<Uuid>,
 }
 
-async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) -> Result<Answer, ApiError> {
+async fn ingest_multipart(
+    ing: &Arc<Ingester>,
+    headers: &HeaderMap,
+    body: Body,
+    planned: Option<Uuid>,
+) -> Result<Answer, ApiError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let boundary = multer::parse_boundary(ct).map_err(|_| {
         ApiError::typed(
@@ -263,7 +301,7 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
             buf.push(c);
             if held > limit {
                 // Too big to hold: it streams through to one element.
-                let so_far = FormSoFar { fields, head, part_digest };
+                let so_far = FormSoFar { fields, head, part_digest, planned };
                 return stream_through(
                     ing,
                     &token,
@@ -298,7 +336,7 @@ async fn ingest_multipart(ing: &Arc<Ingester>, headers: &HeaderMap, body: Body) 
     }
     head.sha256 = sha;
     let size = content.len() as u64;
-    let outcome = ing.store(&token, &fields, &head, &Content::Memory(content), size).await?;
+    let outcome = ing.store(&token, &fields, &head, &Content::Memory(content), size, planned).await?;
     Ok(stored_answer(outcome))
 }
 
@@ -320,7 +358,7 @@ async fn stream_through(
     declared: Option<u64>,
 ) -> Result<Answer, ApiError> {
     let started = std::time::Instant::now();
-    let FormSoFar { fields, head, part_digest } = so_far;
+    let FormSoFar { fields, head, part_digest, planned } = so_far;
     let class = ing.class_of(token, &fields).await;
     let _doc_lock = match fields.document_id() {
         Some(d) => Some(ing.lock_document(d).await),
@@ -360,6 +398,9 @@ async fn stream_through(
     }
     if let Some(a) = after {
         prefix.extend_from_slice(&w.text("after_version", &a.to_string()));
+    }
+    if let Some(id) = planned {
+        prefix.extend_from_slice(&w.text("file_id", &id.to_string()));
     }
     prefix.extend_from_slice(&w.file_head(&head.filename, &head.content_type, part_digest.as_deref()));
     let size = Arc::new(std::sync::atomic::AtomicU64::new(buffered.iter().map(|b| b.len() as u64).sum()));

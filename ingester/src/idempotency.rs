@@ -1,6 +1,11 @@
 //! `Idempotency-Key`: the first answer to a (caller, key) pair is kept on disk for a day
 //! and given again to every retry, so a retried upload stores nothing twice. A retry that
 //! arrives while the first request still runs waits for its answer.
+//!
+//! An upload's file id is planned before anything is sent to an element and saved with the
+//! key (`<slot>.pending`, synced): if the ingester dies after the element stored the
+//! document but before the answer was kept, the retry finds the document by that id
+//! instead of storing it a second time.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -29,6 +34,11 @@ pub struct IdempotencyKeys {
 #[derive(Debug)]
 pub struct KeyGuard {
     pub slot: String,
+    /// The file id planned for the upload (routes that store a file).
+    pub file_id: Option<uuid::Uuid>,
+    /// The id was planned by an earlier attempt that left no answer (it may have stored
+    /// the document before the ingester stopped).
+    pub recovered: bool,
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -46,15 +56,46 @@ impl IdempotencyKeys {
     }
 
     /// Waits for any earlier request with the same key, then answers its kept answer, or
-    /// a guard under which this request runs (and then keeps its answer).
-    pub async fn begin(&self, caller: &str, route: &str, key: &str) -> Result<KeptAnswer, KeyGuard> {
+    /// a guard under which this request runs (and then keeps its answer). With `plan_file`
+    /// the guard carries the upload's file id: the one an earlier attempt planned, or a new
+    /// one, saved before this returns.
+    pub async fn begin(
+        &self,
+        caller: &str,
+        route: &str,
+        key: &str,
+        plan_file: bool,
+    ) -> std::io::Result<Result<KeptAnswer, KeyGuard>> {
         let slot = Self::slot(caller, route, key);
         let lock = self.running.lock().unwrap_or_else(|e| e.into_inner()).entry(slot.clone()).or_default().clone();
         let guard = lock.lock_owned().await;
         if let Some(kept) = self.read(&slot) {
-            return Ok(kept);
+            return Ok(Ok(kept));
         }
-        Err(KeyGuard { slot, _guard: guard })
+        let (mut file_id, mut recovered) = (None, false);
+        if plan_file {
+            let pending = self.dir.join(format!("{slot}.pending"));
+            let earlier = std::fs::read_to_string(&pending).ok().and_then(|s| uuid::Uuid::parse_str(s.trim()).ok());
+            match earlier {
+                Some(id) => (file_id, recovered) = (Some(id), true),
+                None => {
+                    let id = uuid::Uuid::now_v7();
+                    self.write_synced(&pending, id.to_string().as_bytes())?;
+                    file_id = Some(id);
+                }
+            }
+        }
+        Ok(Err(KeyGuard { slot, file_id, recovered, _guard: guard }))
+    }
+
+    /// Writes `path` through a synced temporary file and a rename.
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
     }
 
     fn read(&self, slot: &str) -> Option<KeptAnswer> {
@@ -69,14 +110,15 @@ impl IdempotencyKeys {
     pub fn keep(&self, guard: KeyGuard, answer: KeptAnswer) {
         if answer.status < 500 {
             let path = self.dir.join(format!("{}.json", guard.slot));
-            let tmp = self.dir.join(format!(".{}.tmp", guard.slot));
             let write = || -> std::io::Result<()> {
-                std::fs::write(&tmp, serde_json::to_vec(&answer).map_err(std::io::Error::other)?)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &path)
+                self.write_synced(&path, &serde_json::to_vec(&answer).map_err(std::io::Error::other)?)
             };
-            if let Err(e) = write() {
-                tracing::warn!(error = %e, "idempotency key not kept");
+            match write() {
+                // The answer stands for the planned id now.
+                Ok(()) => {
+                    let _ = std::fs::remove_file(self.dir.join(format!("{}.pending", guard.slot)));
+                }
+                Err(e) => tracing::warn!(error = %e, "idempotency key not kept"),
             }
         }
         self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&guard.slot);

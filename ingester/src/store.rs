@@ -259,6 +259,7 @@ impl Ingester {
         head: &FileHead,
         content: &Content,
         size: u64,
+        planned: Option<Uuid>,
     ) -> Result<Outcome, ApiError> {
         let started = std::time::Instant::now();
         let class = self.class_of(token, fields).await;
@@ -278,7 +279,7 @@ impl Ingester {
                 self.metrics.retries.inc();
             }
             let w = MultipartWriter::new();
-            let body = body_of(&w, fields, after, head, content).await?;
+            let body = body_of(&w, fields, after, planned, head, content).await?;
             tracing::info!(element = %e.id, class = class.as_str(), size, attempt = i + 1, "placing upload");
             match self.elements.create(&e.url, token, &w.content_type(), body).await {
                 Ok(f) if f.status == 201 => return Ok(self.stored(e, f, size, started)),
@@ -321,6 +322,34 @@ impl Ingester {
         self.metrics.durations.observe("size_class", class, started.elapsed().as_secs_f64());
         tracing::info!(element = %e.id, %file_id, size, "stored");
         Outcome::Stored { element_id: e.id.clone(), file_id, sidecar }
+    }
+
+    /// What an earlier attempt of an upload stored under its planned `file_id`: the stored
+    /// document (`Some`), nothing on any element (`None`), or 503 when an element that might
+    /// hold it does not answer.
+    pub async fn recover(&self, token: &str, file_id: Uuid) -> Result<Option<Outcome>, ApiError> {
+        let e = match self.locate(token, file_id).await {
+            Ok(e) => e,
+            Err(err) if err.code == ErrorCode::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(ApiError::typed(
+                    ErrorCode::Unavailable,
+                    "retry-undecided",
+                    format!(
+                        "an earlier attempt with this Idempotency-Key may have stored file {file_id}, and not every element answered; nothing was stored now, retry later ({})",
+                        err.detail
+                    ),
+                ));
+            }
+        };
+        let url = format!("{}/api/v1/files/{file_id}", e.url);
+        let rb = self.http.get(&url).bearer_auth(token).timeout(Duration::from_secs(10));
+        let r = artstore_shared::telemetry::propagate(rb).send().await.map_err(|err| {
+            ApiError::typed(ErrorCode::Unavailable, "element-unreachable", format!("{}: {err}", e.id))
+        })?;
+        let mut sidecar: Value = r.json().await.map_err(|err| ApiError::internal(format!("{}: {err}", e.id)))?;
+        sidecar["element_id"] = Value::String(e.id.clone());
+        Ok(Some(Outcome::Stored { element_id: e.id.clone(), file_id, sidecar }))
     }
 
     /// The element that holds `file_id`: the hint, checked, else every element asked.
@@ -372,6 +401,7 @@ pub async fn body_of(
     w: &MultipartWriter,
     fields: &UploadFields,
     after: Option<u32>,
+    planned: Option<Uuid>,
     head: &FileHead,
     content: &Content,
 ) -> Result<reqwest::Body, ApiError> {
@@ -381,6 +411,9 @@ pub async fn body_of(
     }
     if let Some(a) = after {
         prefix.extend_from_slice(&w.text("after_version", &a.to_string()));
+    }
+    if let Some(id) = planned {
+        prefix.extend_from_slice(&w.text("file_id", &id.to_string()));
     }
     prefix.extend_from_slice(&w.file_head(&head.filename, &head.content_type, head.sha256.as_deref()));
     let mut suffix = w.file_end().to_vec();

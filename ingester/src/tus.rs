@@ -65,6 +65,10 @@ pub struct SessionInfo {
     #[serde(default)]
     pub final_from: Option<u64>,
     pub file_id: Option<Uuid>,
+    /// The file id planned when storing began (saved before the element is asked), so a
+    /// store interrupted by a crash finds what it stored instead of storing it twice.
+    #[serde(default)]
+    pub planned_file_id: Option<Uuid>,
     pub element_id: Option<String>,
     pub sidecar: Option<Value>,
     pub error: Option<String>,
@@ -345,7 +349,7 @@ async fn create(State(s): State<AppState>, caller: Caller, req: Request) -> Resp
     let headers = req.headers().clone();
     let ing = s.ingester.clone();
     let state = s.clone();
-    once(&ing, &caller, "POST /api/v1/uploads", &headers, || async {
+    once(&ing, &caller, "POST /api/v1/uploads", &headers, false, |_| async {
         match create_session(&state, &caller, req).await {
             Ok(a) => a,
             Err(e) => {
@@ -394,6 +398,7 @@ async fn create_session(s: &AppState, caller: &Caller, req: Request) -> Result<A
         state: UploadState::Receiving,
         final_from: None,
         file_id: None,
+        planned_file_id: None,
         element_id: None,
         sidecar: None,
         error: None,
@@ -675,18 +680,35 @@ async fn finish(
     token: &str,
 ) -> Result<Vec<(String, String)>, ApiError> {
     let io = |e: std::io::Error| ApiError::internal(format!("upload session: {e}"));
+    let earlier = session.info().planned_file_id;
     session
         .update(|i| {
             i.state = UploadState::Storing;
             i.final_from = Some(final_from);
             i.error = None;
+            i.planned_file_id.get_or_insert_with(Uuid::now_v7);
         })
         .map_err(io)?;
     let info = session.info();
     // No digest of our own: chunks were checked as they came (Upload-Checksum), and the
     // element digests what it stores; reading the whole file once more here only cost time.
     let head = FileHead { filename: info.filename.clone(), content_type: info.content_type.clone(), sha256: None };
-    let r = ing.store(token, &info.fields, &head, &Content::Disk(session.data()), info.length).await;
+    // An earlier store of this upload was interrupted: it may have stored the document.
+    let found = match earlier {
+        Some(id) => ing.recover(token, id).await,
+        None => Ok(None),
+    };
+    let r = match found {
+        Ok(Some(outcome)) => {
+            tracing::info!(upload = %info.id, "an interrupted store had stored the document");
+            Ok(outcome)
+        }
+        Ok(None) => {
+            ing.store(token, &info.fields, &head, &Content::Disk(session.data()), info.length, info.planned_file_id)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     match r {
         Ok(Outcome::Stored { element_id, file_id, sidecar }) => {
             session

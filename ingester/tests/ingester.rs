@@ -428,6 +428,118 @@ async fn idempotency_keys_store_once() {
     assert_eq!(w.listed(&a).await.len(), 2);
 }
 
+/// An ingester that died after the element stored a document but before it kept the answer
+/// leaves the key's planned file id behind (`<slot>.pending`): the retry finds the document
+/// under that id and answers it, rather than storing a second copy. Without a stored
+/// document the retry stores under the planned id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_a_crash_finds_what_the_first_attempt_stored() {
+    let w = World::new();
+    let a = w.element("a", ElementMode::Edit).await;
+    let b = w.element("b", ElementMode::Edit).await;
+    let data = w.dir.path().join("ing");
+    let t = w.token_for("bob", &["writer"]);
+    // The on-disk slot of (caller, route, key): as the ingester names it.
+    let slot = |key: &str| sha256_hex(format!("bob\0POST /api/v1/files\0{key}").as_bytes());
+    let pending = |key: &str| data.join("idempotency").join(format!("{}.pending", slot(key)));
+    let ing = w.ingester(&data, |c| c.elements = Some(elements_arg(&[&a, &b]))).await;
+    ing.wait_up(2).await;
+    let send = |key: &'static str, body: &'static [u8]| {
+        let (http, url, t) = (w.http.clone(), ing.url.clone(), t.clone());
+        async move {
+            let form =
+                reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(body).file_name("c.txt"));
+            let r = http
+                .post(format!("{url}/api/v1/files"))
+                .bearer_auth(t)
+                .header("idempotency-key", key)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            let (status, v) = json_of(r).await;
+            (status, v, replayed)
+        }
+    };
+
+    // A normal upload with a key stores under the id it planned, and leaves no pending id.
+    let (status, v, _) = send("k-normal", b"normal").await;
+    assert_eq!(status, 201, "{v}");
+    assert!(std::fs::metadata(pending("k-normal")).is_err(), "the pending id is dropped once the answer is kept");
+
+    // The crash: the first attempt planned an id and element b stored the document under
+    // it, then the ingester died before keeping the answer.
+    let planned = uuid::Uuid::now_v7();
+    std::fs::write(pending("k-crash"), planned.to_string()).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("file_id", planned.to_string())
+        .part("file", reqwest::multipart::Part::bytes(b"stored before the crash".to_vec()).file_name("c.txt"));
+    let r = w.http.post(format!("{}/api/v1/files", b.url)).bearer_auth(&t).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // The same planned id again on the element: refused, nothing stored twice.
+    let form = reqwest::multipart::Form::new()
+        .text("file_id", planned.to_string())
+        .part("file", reqwest::multipart::Part::bytes(b"again".to_vec()).file_name("c.txt"));
+    let r = w.http.post(format!("{}/api/v1/files", b.url)).bearer_auth(&t).multipart(form).send().await.unwrap();
+    let (status, v) = json_of(r).await;
+    assert_eq!((status, v["type"].as_str().unwrap_or_default().ends_with("file-exists")), (409, true), "{v}");
+    let before = w.listed(&a).await.len() + w.listed(&b).await.len();
+
+    // The client retries through a restarted ingester: the stored document is the answer.
+    let mut ing = ing;
+    ing.stop().await;
+    let ing = w.ingester(&data, |c| c.elements = Some(elements_arg(&[&a, &b]))).await;
+    ing.wait_up(2).await;
+    let send = |key: &'static str, body: &'static [u8]| {
+        let (http, url, t) = (w.http.clone(), ing.url.clone(), t.clone());
+        async move {
+            let form =
+                reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(body).file_name("c.txt"));
+            let r = http
+                .post(format!("{url}/api/v1/files"))
+                .bearer_auth(t)
+                .header("idempotency-key", key)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            let (status, v) = json_of(r).await;
+            (status, v, replayed)
+        }
+    };
+    let (status, v, replayed) = send("k-crash", b"stored before the crash").await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["file_id"], planned.to_string(), "{v}");
+    assert_eq!(v["element_id"], "b", "{v}");
+    assert!(replayed);
+    assert_eq!(w.listed(&a).await.len() + w.listed(&b).await.len(), before, "nothing stored a second time");
+    // And from now on it is an ordinary kept answer.
+    let (_, v, replayed) = send("k-crash", b"stored before the crash").await;
+    assert_eq!((v["file_id"].as_str(), replayed), (Some(planned.to_string().as_str()), true));
+
+    // A crash before anything was stored: the retry stores, under the planned id.
+    let planned = uuid::Uuid::now_v7();
+    std::fs::write(pending("k-early"), planned.to_string()).unwrap();
+    let (status, v, replayed) = send("k-early", b"never stored before").await;
+    assert_eq!((status, replayed), (201, false), "{v}");
+    assert_eq!(v["file_id"], planned.to_string(), "{v}");
+    assert_eq!(w.listed(&a).await.len() + w.listed(&b).await.len(), before + 1);
+
+    // An element that may hold it does not answer: 503, nothing stored.
+    let planned = uuid::Uuid::now_v7();
+    std::fs::write(pending("k-undecided"), planned.to_string()).unwrap();
+    let on_a = w.listed(&a).await.len();
+    let mut b = b;
+    b.stop().await;
+    let (status, v, _) = send("k-undecided", b"undecided").await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("retry later"), "{v}");
+    assert_eq!(w.listed(&a).await.len(), on_a, "nothing stored while it cannot be decided");
+    assert!(std::fs::metadata(pending("k-undecided")).is_ok(), "the planned id stays for the next retry");
+}
+
 use futures_util::StreamExt as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -181,6 +181,8 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
                 }
             }
             "document_id" => new.document_id = Some(parse_id(text_field(field, &name).await?.trim(), "document_id")?),
+            // The ingester's planned id (see NewFile::file_id).
+            "file_id" => new.file_id = Some(parse_id(text_field(field, &name).await?.trim(), "file_id")?),
             "after_version" => {
                 let t = text_field(field, &name).await?;
                 new.after_version =

@@ -14,6 +14,9 @@ pub enum StoreError {
     /// No document with this id on this element.
     #[error("document {0} not found")]
     DocumentNotFound(Uuid),
+    /// An upload named a file id (`file_id`) this element already holds.
+    #[error("file {0} already exists on this element")]
+    Exists(Uuid),
     /// The file was deleted or disposed; only its tombstone remains.
     #[error("file {id} is {}; only its tombstone sidecar remains", state.as_str())]
     Gone { id: Uuid, state: DocState },
@@ -96,6 +99,7 @@ impl From<StoreError> for ApiError {
             Governance { .. } => ApiError::typed(ErrorCode::Forbidden, "retention-governance", detail),
             BypassDenied => ApiError::typed(ErrorCode::Forbidden, "retention-bypass-denied", detail),
             LegalHold(_) => ApiError::typed(ErrorCode::Conflict, "legal-hold", detail),
+            Exists(id) => ApiError::typed(ErrorCode::Conflict, "file-exists", detail).with("file_id", id.to_string()),
             Shorten { .. } => ApiError::typed(ErrorCode::Conflict, "retention-shorten", detail),
             Weaken => ApiError::typed(ErrorCode::Conflict, "retention-weaken", detail),
             RestoreInProgress(_) => ApiError::typed(ErrorCode::Conflict, "restore-in-progress", detail),

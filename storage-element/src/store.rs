@@ -84,6 +84,10 @@ pub struct NewFile {
     /// then have no version here yet.
     pub after_version: Option<u32>,
     pub retention: Retention,
+    /// The file id to store under (the ingester plans it so that a retried upload finds
+    /// what an earlier attempt stored): a UUIDv7 of the last two days, not yet on this
+    /// element. `None`: a new id.
+    pub file_id: Option<Uuid>,
 }
 
 /// An upload fully written to `tmp/` and hashed; its fsync overlaps the WAL intent's.
@@ -640,7 +644,17 @@ impl Store {
         self.check_journals()?;
         let now = self.clock.now();
         validate_new_retention(&new.retention, now)?;
-        let file_id = layout::new_file_id(now);
+        let file_id = match new.file_id {
+            Some(id) => {
+                validate_planned_id(id, now)?;
+                match self.read_sidecar(id).await {
+                    Ok(_) => return Err(StoreError::Exists(id)),
+                    Err(StoreError::NotFound(_)) => id,
+                    Err(e) => return Err(e),
+                }
+            }
+            None => layout::new_file_id(now),
+        };
         let (document_id, version, _doc_lock) = match new.document_id {
             Some(doc) => {
                 let lock = self.document_locks[stripe(doc)].lock().await;
@@ -1480,6 +1494,22 @@ pub fn check_delete(
         RetentionMode::Governance => Err(StoreError::Governance { id: sc.file_id, until }),
         RetentionMode::None => Ok(false),
     }
+}
+
+/// A planned file id (see [`NewFile::file_id`]): a UUIDv7 whose time (which names its day
+/// folder) is within the last two days, or at most five minutes ahead.
+pub fn validate_planned_id(id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+    if id.get_version_num() != 7 {
+        return Err(StoreError::BadRequest(format!("file_id {id} is not a UUIDv7")));
+    }
+    let at = layout::id_time(id);
+    if at > now + chrono::Duration::minutes(5) || at < now - chrono::Duration::days(2) {
+        return Err(StoreError::BadRequest(format!(
+            "file_id {id} was made at {} — a planned file id must be from the last two days",
+            at.to_rfc3339()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the retention an upload asks for.
