@@ -1,6 +1,7 @@
 //! The PostgreSQL sidecar cache (sqlx). Same contract as the embedded cache, plus a WAL
 //! checkpoint so it can catch up after an outage, and the bookkeeping of a resumable
-//! rebuild. Being rebuildable, its connections run with `synchronous_commit = off`.
+//! rebuild. Being rebuildable, its connections run with `synchronous_commit = off`, except
+//! the checkpoint's commit, which is synchronous and so makes every row before it durable.
 
 use crate::cache::{CacheError, CacheStats, CachedSidecar, ListFilter, Page, RetentionFilter, SidecarCache};
 use crate::sidecar::{DocState, Sidecar};
@@ -429,16 +430,24 @@ impl SidecarCache for PgCache {
 
     async fn set_checkpoint(&self, seq: u64) -> Result<(), CacheError> {
         self.migrate().await?;
+        // Rows are written with synchronous_commit off: a server crash loses the last
+        // moments of them. The checkpoint says "everything up to here is in the cache", and
+        // the applier moves on in memory once it is written, so it alone commits
+        // synchronously: its commit flushes the server's WAL up to it, and with it every
+        // row written before (from any connection). A crash then can lose only rows that
+        // the checkpoint does not cover yet, which the WAL replays.
+        let mut tx = self.pool.begin().await.map_err(cache_err)?;
+        sqlx::query("SET LOCAL synchronous_commit TO on").execute(&mut *tx).await.map_err(cache_err)?;
         sqlx::query(
             "INSERT INTO cache_checkpoints (element_id, wal_seq) VALUES ($1, $2) \
              ON CONFLICT (element_id) DO UPDATE SET wal_seq = EXCLUDED.wal_seq, updated_at = now()",
         )
         .bind(self.element_id)
         .bind(seq as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(cache_err)?;
-        Ok(())
+        tx.commit().await.map_err(cache_err)
     }
 
     async fn rebuild_progress(&self) -> Result<Option<(u64, String)>, CacheError> {
@@ -489,6 +498,8 @@ impl SidecarCache for PgCache {
     async fn finish_rebuild(&self) -> Result<(), CacheError> {
         self.migrate().await?;
         let mut tx = self.pool.begin().await.map_err(cache_err)?;
+        // Durable with every rebuilt row before it (see set_checkpoint).
+        sqlx::query("SET LOCAL synchronous_commit TO on").execute(&mut *tx).await.map_err(cache_err)?;
         sqlx::query(
             "INSERT INTO cache_checkpoints (element_id, wal_seq) SELECT element_id, wal_seq FROM rebuild_progress WHERE element_id = $1 \
              ON CONFLICT (element_id) DO UPDATE SET wal_seq = GREATEST(cache_checkpoints.wal_seq, EXCLUDED.wal_seq), updated_at = now()",
