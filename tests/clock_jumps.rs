@@ -13,28 +13,14 @@ use artstore_shared::auth::{JWKS_FILE, LocalSigner};
 use chrono::Utc;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{BIN, Element};
+use support::Element;
 
 const REDIS: &str = "redis://127.0.0.1:6379/13";
 
 fn start(root: &Path, jwks: &Path, log: &Path, clock_file: &Path) -> Element {
-    let port = support::free_port();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(BIN)
-        .args(["storage-element", "--data"])
-        .arg(root)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--jwks"])
-        .arg(jwks)
-        .args(["--log-format", "json", "--disposition-interval-secs", "1", "--redis", REDIS])
-        .args(["--heartbeat-ttl-secs", "3"])
-        .env("ARTSTORE_TEST_CLOCK_FILE", clock_file)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Element { child, base: format!("http://127.0.0.1:{port}") }
+    let extra = ["--disposition-interval-secs", "1", "--redis", REDIS, "--heartbeat-ttl-secs", "3"];
+    Element::start_with_env(root, jwks, log, &extra, &[("ARTSTORE_TEST_CLOCK_FILE", clock_file)])
 }
 
 async fn ready(http: &reqwest::Client, el: &Element) -> Value {

@@ -8,24 +8,11 @@ mod support;
 use artstore_shared::auth::{JWKS_FILE, LocalSigner};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{BIN, Element};
+use support::Element;
 
 fn start(root: &Path, jwks: &Path, log: &Path) -> Element {
-    let port = support::free_port();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(BIN)
-        .args(["storage-element", "--data"])
-        .arg(root)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--jwks"])
-        .arg(jwks)
-        .args(["--log-format", "json", "--scrub-interval-secs", "1", "--scrub-bytes-per-sec", "0"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Element { child, base: format!("http://127.0.0.1:{port}") }
+    Element::start(root, jwks, log, &["--scrub-interval-secs", "1", "--scrub-bytes-per-sec", "0"])
 }
 
 async fn scrub(http: &reqwest::Client, el: &Element) -> (u16, Value) {

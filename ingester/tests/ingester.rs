@@ -428,6 +428,29 @@ async fn idempotency_keys_store_once() {
     assert_eq!(w.listed(&a).await.len(), 2);
 }
 
+/// Uploads `body` with an Idempotency-Key; the status, the answer and whether it was a
+/// replayed one.
+async fn keyed_upload(
+    http: &reqwest::Client,
+    url: &str,
+    t: &str,
+    key: &str,
+    body: &'static [u8],
+) -> (u16, Value, bool) {
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(body).file_name("c.txt"));
+    let r = http
+        .post(format!("{url}/api/v1/files"))
+        .bearer_auth(t)
+        .header("idempotency-key", key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let replayed = r.headers().get("idempotent-replayed").is_some();
+    let (status, v) = json_of(r).await;
+    (status, v, replayed)
+}
+
 /// An ingester that died after the element stored a document but before it kept the answer
 /// leaves the key's planned file id behind (`<slot>.pending`): the retry finds the document
 /// under that id and answers it, rather than storing a second copy. Without a stored
@@ -444,24 +467,7 @@ async fn a_retry_after_a_crash_finds_what_the_first_attempt_stored() {
     let pending = |key: &str| data.join("idempotency").join(format!("{}.pending", slot(key)));
     let ing = w.ingester(&data, |c| c.elements = Some(elements_arg(&[&a, &b]))).await;
     ing.wait_up(2).await;
-    let send = |key: &'static str, body: &'static [u8]| {
-        let (http, url, t) = (w.http.clone(), ing.url.clone(), t.clone());
-        async move {
-            let form =
-                reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(body).file_name("c.txt"));
-            let r = http
-                .post(format!("{url}/api/v1/files"))
-                .bearer_auth(t)
-                .header("idempotency-key", key)
-                .multipart(form)
-                .send()
-                .await
-                .unwrap();
-            let replayed = r.headers().get("idempotent-replayed").is_some();
-            let (status, v) = json_of(r).await;
-            (status, v, replayed)
-        }
-    };
+    let send = |key: &'static str, body: &'static [u8]| keyed_upload(&w.http, &ing.url, &t, key, body);
 
     // A normal upload with a key stores under the id it planned, and leaves no pending id.
     let (status, v, _) = send("k-normal", b"normal").await;
@@ -491,24 +497,7 @@ async fn a_retry_after_a_crash_finds_what_the_first_attempt_stored() {
     ing.stop().await;
     let ing = w.ingester(&data, |c| c.elements = Some(elements_arg(&[&a, &b]))).await;
     ing.wait_up(2).await;
-    let send = |key: &'static str, body: &'static [u8]| {
-        let (http, url, t) = (w.http.clone(), ing.url.clone(), t.clone());
-        async move {
-            let form =
-                reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(body).file_name("c.txt"));
-            let r = http
-                .post(format!("{url}/api/v1/files"))
-                .bearer_auth(t)
-                .header("idempotency-key", key)
-                .multipart(form)
-                .send()
-                .await
-                .unwrap();
-            let replayed = r.headers().get("idempotent-replayed").is_some();
-            let (status, v) = json_of(r).await;
-            (status, v, replayed)
-        }
-    };
+    let send = |key: &'static str, body: &'static [u8]| keyed_upload(&w.http, &ing.url, &t, key, body);
     let (status, v, replayed) = send("k-crash", b"stored before the crash").await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["file_id"], planned.to_string(), "{v}");

@@ -28,6 +28,11 @@ pub struct Element {
 impl Element {
     /// Starts `artstore storage-element` on `root` with the JWKS file and optional cache.
     pub fn start(root: &Path, jwks: &Path, log: &Path, extra: &[&str]) -> Element {
+        Self::start_with_env(root, jwks, log, extra, &[])
+    }
+
+    /// [`Element::start`] with environment variables for the process.
+    pub fn start_with_env(root: &Path, jwks: &Path, log: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Element {
         let port = free_port();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(BIN)
@@ -37,6 +42,7 @@ impl Element {
             .arg(jwks)
             .args(["--log-format", "json"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
