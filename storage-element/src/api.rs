@@ -294,7 +294,14 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
         disposition: disposition.unwrap_or_default(),
         extra: Default::default(),
     };
-    let sc = s.store.create(&caller.subject, staged, new).await?;
+    // The commit runs to its end in a task of its own: if the caller goes away (a client or
+    // an ingester killed mid-request), dropping this handler must not stop a create between
+    // its commit point (the sidecar's rename) and the cache update, audit line and WAL commit
+    // that make the document listed, searchable and announced.
+    let (store, actor) = (s.store.clone(), caller.subject.clone());
+    let sc = tokio::spawn(async move { store.create(&actor, staged, new).await })
+        .await
+        .map_err(|e| ApiError::internal(format!("the create task failed: {e}")))??;
     let location = format!("/api/v1/files/{}", sc.file_id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(sc)).into_response())
 }
