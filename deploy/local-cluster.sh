@@ -347,8 +347,17 @@ start_query() {
 }
 
 admin_token() {
-  "${CURL[@]}" -fsS --max-time 10 -d grant_type=password -d username=admin \
-    --data-urlencode "password=$(secret admin-password)" "$FRONT/api/v1/auth/token" | json_field access_token
+  local t
+  for _ in $(seq 1 60); do
+    if t=$("${CURL[@]}" -fsS --max-time 10 -d grant_type=password -d username=admin \
+      --data-urlencode "password=$(secret admin-password)" "$FRONT/api/v1/auth/token" 2>/dev/null | json_field access_token 2>/dev/null) &&
+      [ -n "$t" ]; then
+      echo "$t"
+      return 0
+    fi
+    sleep 0.5
+  done
+  return 1
 }
 
 # api METHOD PATH JSON: prints "<status> <body>".
@@ -357,12 +366,27 @@ api() {
     -d "$3" -w '\n%{http_code}' "$FRONT$2"
 }
 
+# api_retry METHOD PATH JSON: api, again while the admin cluster answers 503 (an election
+# under way right after start) or not at all, for up to 30 s.
+api_retry() {
+  local out status
+  for _ in $(seq 1 60); do
+    out=$(api "$@") || true
+    status=${out##*$'\n'}
+    case $status in
+      503 | 000 | '') sleep 0.5 ;;
+      *) break ;;
+    esac
+  done
+  printf '%s' "$out"
+}
+
 # The registry entries and the query role's service account, once.
 register() {
   TOKEN=$(admin_token) || die "cannot get an admin token from $FRONT"
   local out status
   for n in 0 1; do
-    out=$(api POST /api/v1/elements "{\"id\": \"${SE_IDS[$n]}\", \"url\": \"$SCHEME://$H:${SE_PORTS[$n]}\", \"weight\": 1}")
+    out=$(api_retry POST /api/v1/elements "{\"id\": \"${SE_IDS[$n]}\", \"url\": \"$SCHEME://$H:${SE_PORTS[$n]}\", \"weight\": 1}")
     status=${out##*$'\n'}
     case $status in
       201) log "registered ${SE_IDS[$n]}" ;;
@@ -371,10 +395,10 @@ register() {
     esac
   done
   if [ ! -s "$SECRETS/query-client-secret" ]; then
-    out=$(api POST /api/v1/service-accounts "{\"client_id\": \"$QUERY_CLIENT\", \"roles\": [\"reader\"]}")
+    out=$(api_retry POST /api/v1/service-accounts "{\"client_id\": \"$QUERY_CLIENT\", \"roles\": [\"reader\"]}")
     status=${out##*$'\n'}
     if [ "$status" = 409 ]; then
-      out=$(api PATCH "/api/v1/service-accounts/$QUERY_CLIENT" '{"rotate_secret": true}')
+      out=$(api_retry PATCH "/api/v1/service-accounts/$QUERY_CLIENT" '{"rotate_secret": true}')
       status=${out##*$'\n'}
     fi
     case $status in
