@@ -6,7 +6,7 @@ use crate::form::{bad, digest_mismatch, hex, sha256_from_digest_header, text_fie
 use crate::idempotency::KeptAnswer;
 use crate::store::{Content, FileHead, Ingester, Outcome};
 use artstore_shared::auth::{Auth, Caller, Permission};
-use artstore_shared::clients::MultipartWriter;
+use artstore_shared::clients::{ClientError, MultipartWriter};
 use artstore_shared::upload::UploadFields;
 use artstore_shared::{ApiError, ErrorCode};
 use axum::Router;
@@ -431,6 +431,7 @@ async fn stream_through(
     match sent {
         Ok(f) if f.status == 201 => Ok(stored_answer(ing.stored(&e, f, total, started))),
         Ok(f) => Ok(stored_answer(Outcome::Refused { element_id: e.id.clone(), answer: f })),
+        Err(err @ ClientError::Undecided { .. }) => Err(crate::store::undecided(&e.id, &err, planned.is_some())),
         Err(err) => Err(ApiError::typed(
             ErrorCode::BadGateway,
             "element-failed",

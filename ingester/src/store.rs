@@ -289,6 +289,8 @@ impl Ingester {
                     tracing::warn!(element = %e.id, status = f.status, "element refused the upload; trying the next");
                 }
                 Ok(f) => return Ok(Outcome::Refused { element_id: e.id.clone(), answer: f }),
+                // The element may have stored it: another element would make a second copy.
+                Err(err @ ClientError::Undecided { .. }) => return Err(undecided(&e.id, &err, planned.is_some())),
                 Err(err) => {
                     all_full = false;
                     last_error = err.to_string();
@@ -394,6 +396,23 @@ impl Ingester {
             ))
         }
     }
+}
+
+/// 503 `upload-undecided`: `element` took the upload and gave no answer, so whether it
+/// stored it is not known; no other element is tried (that could store a second copy).
+pub fn undecided(element: &str, err: &ClientError, keyed: bool) -> ApiError {
+    let retry = match keyed {
+        true => {
+            "retry with the same Idempotency-Key: the retry answers the stored file if there is one, else stores it"
+        }
+        false => "a retry without an Idempotency-Key may store a second copy",
+    };
+    ApiError::typed(
+        ErrorCode::Unavailable,
+        "upload-undecided",
+        format!("element {element} took the upload and gave no answer ({err}); whether it stored it is not known and no other element was tried; {retry}"),
+    )
+    .with("element_id", element.to_owned())
 }
 
 /// The multipart body for one attempt.

@@ -529,6 +529,105 @@ async fn a_retry_after_a_crash_finds_what_the_first_attempt_stored() {
     assert!(std::fs::metadata(pending("k-undecided")).is_ok(), "the planned id stays for the next retry");
 }
 
+/// A TCP proxy in front of an element that, while `swallow` is on, lets an upload through
+/// and closes the connection when the element answers it: as if the element stored the
+/// document and died before the answer left. Everything else passes both ways.
+async fn swallowing_proxy(upstream: &str, swallow: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+            let swallow = swallow.clone();
+            let upload_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let seen = upload_seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                    if buf[..n].windows(20).any(|w| w == b"POST /api/v1/files H") {
+                        seen.store(true, Relaxed);
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                    if swallow.load(Relaxed) && upload_seen.load(Relaxed) {
+                        break; // the answer is dropped with the connection
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// An element that took an upload and gave no answer may have stored it: the ingester
+/// must not place it on another element (that would be a second copy under the same id),
+/// but answer 503 `upload-undecided` naming the element. The retry with the same key finds
+/// what the element stored and answers it; nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_element_that_took_the_upload_and_gave_no_answer_is_not_followed_by_another() {
+    let w = World::new();
+    let e = w.element("e", ElementMode::Edit).await;
+    let r = w.element("r", ElementMode::Rw).await;
+    let swallow = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let proxied = swallowing_proxy(&e.url, swallow.clone()).await;
+    let data = w.dir.path().join("ing");
+    // No retention: temporary, so `e` (edit) is tried first and `r` (rw) would be next.
+    let ing = w.ingester(&data, |c| c.elements = Some(format!("e={proxied},r={}", r.url))).await;
+    ing.wait_up(2).await;
+    let t = w.token_for("bob", &["writer"]);
+
+    let (status, v, _) = keyed_upload(&w.http, &ing.url, &t, "k-swallowed", b"stored, answer lost").await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["type"].as_str().unwrap().ends_with("/upload-undecided"), "{v}");
+    assert_eq!(v["element_id"], "e", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("same Idempotency-Key"), "{v}");
+    assert_eq!(w.listed(&e).await.len(), 1, "the element did store it");
+    assert_eq!(w.listed(&r).await.len(), 0, "no second copy on the next element");
+
+    // Without a key the same: no second copy, and the answer says a retry may make one.
+    let (s, v) = json_of(w.upload(&ing.url, &t, "n.txt", b"no key".to_vec(), &[]).await).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("second copy"), "{v}");
+    assert_eq!((w.listed(&e).await.len(), w.listed(&r).await.len()), (2, 0));
+
+    // The retry with the key, answers flowing again: the stored document is the answer.
+    swallow.store(false, std::sync::atomic::Ordering::Relaxed);
+    let stored = w.listed(&e).await.into_iter().find(|d| d["original_name"] == "c.txt").unwrap();
+    let (status, v, replayed) = keyed_upload(&w.http, &ing.url, &t, "k-swallowed", b"stored, answer lost").await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!((&v["file_id"], &v["element_id"], replayed), (&stored["file_id"], &json!("e"), true), "{v}");
+    assert_eq!((w.listed(&e).await.len(), w.listed(&r).await.len()), (2, 0), "nothing stored twice");
+
+    // A file streamed through (larger than the replay buffer): the same 503, not "nothing
+    // was stored".
+    let streaming = w
+        .ingester(&w.dir.path().join("ing-s"), |c| {
+            c.elements = Some(format!("e={proxied},r={}", r.url));
+            c.replay_buffer_bytes = 1024;
+        })
+        .await;
+    streaming.wait_up(2).await;
+    swallow.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (s, v) = json_of(w.upload(&streaming.url, &t, "big.txt", vec![b'x'; 64 << 10], &[]).await).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["type"].as_str().unwrap().ends_with("/upload-undecided"), "{v}");
+    assert_eq!((w.listed(&e).await.len(), w.listed(&r).await.len()), (3, 0));
+}
+
 use futures_util::StreamExt as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

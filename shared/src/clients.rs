@@ -17,6 +17,10 @@ pub enum ClientError {
     /// The answer could not be read.
     #[error("{url} answered something unreadable: {reason}")]
     Malformed { url: String, reason: String },
+    /// The request reached the other side and no whole answer came back (the connection
+    /// broke or timed out after it was sent): it may have been carried out.
+    #[error("{url} took the request and gave no answer: {reason}")]
+    Undecided { url: String, reason: String },
 }
 
 impl ClientError {
@@ -241,14 +245,15 @@ impl ElementClient {
     }
 
     async fn forward_send(&self, rb: reqwest::RequestBuilder, url: &str) -> Result<Forwarded, ClientError> {
-        let resp = crate::telemetry::propagate(rb)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        // Only a connection never made proves the request was not carried out.
+        let failed = |e: reqwest::Error| match e.is_connect() {
+            true => ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() },
+            false => ClientError::Undecided { url: url.to_owned(), reason: e.to_string() },
+        };
+        let resp = crate::telemetry::propagate(rb).send().await.map_err(failed)?;
         let status = resp.status().as_u16();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body =
-            resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        let body = resp.bytes().await.map_err(failed)?;
         Ok(Forwarded { status, content_type, body })
     }
 }
