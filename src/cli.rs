@@ -1063,8 +1063,10 @@ extract_max_unpacked_bytes = 536870912
 commit_interval_ms = 200
 # Memory the index writer buffers, MiB.
 writer_heap_mib = 128
-# Search results cached in memory (entries), and their lifetime in seconds.
+# Search results cached in memory (at most this many entries and MiB; older commits' results are
+# dropped at each commit), and their lifetime in seconds.
 result_cache_entries = 10000
+result_cache_mib = 64
 redis_cache_ttl_secs = 600
 probe_interval_ms = 2000
 # Compare the index with the elements' listings at start and repair what differs.

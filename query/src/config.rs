@@ -63,6 +63,9 @@ pub struct QueryConfig {
     pub writer_heap_mib: usize,
     /// Search results kept in memory (entries).
     pub result_cache_entries: u64,
+    /// Memory the in-process result cache may hold, MiB (each answer weighed at three times
+    /// its JSON size; results of an older commit are dropped at the next commit anyway).
+    pub result_cache_mib: u64,
     /// Seconds a search result stays in the shared Redis cache.
     pub redis_cache_ttl_secs: u64,
     /// Milliseconds between direct probes of each element.
@@ -117,6 +120,7 @@ impl Default for QueryConfig {
             commit_interval_ms: 200,
             writer_heap_mib: 128,
             result_cache_entries: 10_000,
+            result_cache_mib: 64,
             redis_cache_ttl_secs: 600,
             probe_interval_ms: 2_000,
             reconcile_on_start: false,

@@ -98,6 +98,8 @@ pub struct QueryService {
     pub rebuild: Mutex<RebuildState>,
     pub health: Health,
     cache: moka::sync::Cache<String, Arc<Value>>,
+    /// The index commit the cached results belong to.
+    cached_commit: Mutex<String>,
     cache_metrics: CacheMetrics,
     l2: Option<Arc<L2>>,
     commands: mpsc::Sender<Cmd>,
@@ -127,8 +129,15 @@ impl QueryService {
             }
         }
         let (tx, rx) = mpsc::channel(4);
+        // Weighed in bytes; every entry weighs at least budget / entries, so neither limit
+        // is passed.
+        let budget = cfg.result_cache_mib.max(1) << 20;
+        let floor = budget / cfg.result_cache_entries.max(1);
         let cache = moka::sync::Cache::builder()
-            .max_capacity(cfg.result_cache_entries)
+            .max_capacity(budget)
+            .weigher(move |k: &String, v: &Arc<Value>| {
+                u32::try_from((k.len() as u64 + 3 * json_len(v)).max(floor)).unwrap_or(u32::MAX)
+            })
             .time_to_live(Duration::from_secs(cfg.redis_cache_ttl_secs.max(1)))
             .build();
         let cache_metrics = CacheMetrics {
@@ -168,6 +177,7 @@ impl QueryService {
             rebuild: Mutex::default(),
             health,
             cache,
+            cached_commit: Mutex::default(),
             cache_metrics,
             l2,
             commands: tx,
@@ -194,12 +204,17 @@ impl QueryService {
 
     async fn search_uncounted(self: &Arc<Self>, req: SearchRequest) -> Result<Arc<Value>, SearchError> {
         let index = self.index();
-        let key = format!(
-            "artstore:query:search:{}:{}:{}",
-            index.id,
-            index.generation(),
-            serde_json::to_string(&req).unwrap_or_default()
-        );
+        let commit = format!("{}:{}", index.id, index.generation());
+        // Results of an older commit can no longer be asked for: their memory is freed now
+        // rather than when they expire.
+        {
+            let mut last = self.cached_commit.lock().unwrap_or_else(|p| p.into_inner());
+            if *last != commit {
+                self.cache.invalidate_all();
+                *last = commit.clone();
+            }
+        }
+        let key = format!("artstore:query:search:{commit}:{}", serde_json::to_string(&req).unwrap_or_default());
         if let Some(v) = self.cache.get(&key) {
             self.cache_metrics.hits.inc();
             return Ok(v);
@@ -248,6 +263,8 @@ impl QueryService {
         let rebuild = self.rebuild.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let ex = &self.sources.extractor.stats;
         use std::sync::atomic::Ordering::Relaxed;
+        self.cache.run_pending_tasks();
+        let cache_entries = self.cache.entry_count();
         json!({
             "documents": index.num_docs(),
             "files": index.revisions().len(),
@@ -263,6 +280,8 @@ impl QueryService {
                 "crashes": ex.crashes.load(Relaxed),
             },
             "cache": {
+                "entries": cache_entries,
+                "bytes": self.cache.weighted_size(),
                 "hits": self.cache_metrics.hits.get(),
                 "misses": self.cache_metrics.misses.get(),
                 "redis_hits": self.cache_metrics.l2_hits.get(),
@@ -528,4 +547,21 @@ impl QueryService {
             }
         }
     }
+}
+
+/// The length of `v` as JSON, without writing it anywhere.
+fn json_len(v: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }

@@ -421,6 +421,53 @@ async fn search_results_are_shared_through_redis_until_the_next_commit() {
     assert_eq!(c.status()["cache"]["redis_hits"], 0);
 }
 
+/// The in-process result cache stays within `result_cache_mib` however many different
+/// searches run, and a commit drops the results of the commit before (they can no longer be
+/// asked for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_result_cache_is_bounded_in_bytes_and_dropped_at_each_commit() {
+    let fake = Fake::default();
+    let url = start_fake(fake.clone()).await;
+    let bus = InProcessBus::default();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("idx");
+    let cfg = QueryConfig {
+        index: Some(root.clone()),
+        commit_interval_ms: 50,
+        writer_heap_mib: 20,
+        result_cache_mib: 1,
+        ..Default::default()
+    };
+    let svc = QueryService::open(cfg, root, sources(&url), Health::new()).unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(svc.clone().run_writer(Some(Arc::new(bus.clone())), rx));
+    let q = Running { svc, stop, task };
+    let text = (0..300).map(|i| format!("omega w{i}")).collect::<Vec<_>>().join(" ");
+    let evs: Vec<Event> = (0..30)
+        .map(|i| event("ingested", &fake.put(Uuid::now_v7(), &format!("big-{i}.txt"), &text, 1, "active")))
+        .collect();
+    bus.publish(&evs).await.unwrap();
+    q.wait_docs(30).await;
+    let mut answered = 0u64;
+    for i in 0..300 {
+        let v =
+            q.svc.search(SearchRequest { q: format!("omega w{i}"), limit: 30, ..Default::default() }).await.unwrap();
+        answered += serde_json::to_vec(&*v).unwrap().len() as u64;
+    }
+    let cache = &q.svc.status()["cache"];
+    let (entries, bytes) = (cache["entries"].as_u64().unwrap(), cache["bytes"].as_u64().unwrap());
+    eprintln!("300 answers of {answered} JSON bytes in all; cached: {entries} entries, {bytes} bytes");
+    assert!(answered > 3 << 20, "the answers together are larger than the budget: {answered}");
+    assert!(bytes <= 1 << 20 && (1..300).contains(&entries), "{cache}");
+    // A commit: the results of the commit before are gone at the next search.
+    let sc = fake.put(Uuid::now_v7(), "late.txt", "omega", 1, "active");
+    bus.publish(&[event("ingested", &sc)]).await.unwrap();
+    q.wait_docs(31).await;
+    q.svc.search(SearchRequest { q: "omega".into(), limit: 5, ..Default::default() }).await.unwrap();
+    assert_eq!(q.svc.status()["cache"]["entries"], 1, "{}", q.svc.status());
+    q.shutdown().await;
+}
+
 /// Reads of a sidecar through the role are kept in memory until an event for the file
 /// arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
