@@ -306,6 +306,17 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(sc)).into_response())
 }
 
+/// Runs a write on the store to its end in a task of its own, as a create does: a caller
+/// that goes away must not stop a rewrite between its sidecar's rename and the cache
+/// update, audit line and WAL commit that follow.
+async fn to_end<T, F>(write: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+{
+    Ok(tokio::spawn(write).await.map_err(|e| ApiError::internal(format!("the write task failed: {e}")))??)
+}
+
 #[derive(Deserialize)]
 struct ListParams {
     limit: Option<usize>,
@@ -388,7 +399,8 @@ async fn patch_file(
     caller.require(Permission::UpdateMetadata)?;
     let id = parse_id(&id, "file id")?;
     let patch = MetadataPatch::from_merge_patch(&json_body(body)?)?;
-    Ok(Json(s.store.update_metadata(id, &caller.subject, patch).await?).into_response())
+    let (store, actor) = (s.store.clone(), caller.subject.clone());
+    Ok(Json(to_end(async move { store.update_metadata(id, &actor, patch).await }).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -406,7 +418,8 @@ async fn delete_file(
     caller.require(Permission::Delete)?;
     let id = parse_id(&id, "file id")?;
     let q = query(q)?;
-    let sc = s.store.delete(id, &caller.subject, caller.can(Permission::RetentionBypass), q.bypass_governance).await?;
+    let (store, actor, may_bypass) = (s.store.clone(), caller.subject.clone(), caller.can(Permission::RetentionBypass));
+    let sc = to_end(async move { store.delete(id, &actor, may_bypass, q.bypass_governance).await }).await?;
     Ok(Json(sc).into_response())
 }
 
@@ -431,7 +444,8 @@ async fn put_legal_hold(
     if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
         return Err(bad("reason is longer than 1000 characters"));
     }
-    Ok(Json(s.store.set_legal_hold(id, &caller.subject, body.enabled, reason).await?).into_response())
+    let (store, actor) = (s.store.clone(), caller.subject.clone());
+    Ok(Json(to_end(async move { store.set_legal_hold(id, &actor, body.enabled, reason).await }).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -450,7 +464,9 @@ async fn put_retention(
     caller.require(Permission::Protect)?;
     let id = parse_id(&id, "file id")?;
     let body = json_body(body)?;
-    Ok(Json(s.store.extend_retention(id, &caller.subject, body.retain_until, body.mode).await?).into_response())
+    let (store, actor) = (s.store.clone(), caller.subject.clone());
+    let sc = to_end(async move { store.extend_retention(id, &actor, body.retain_until, body.mode).await }).await?;
+    Ok(Json(sc).into_response())
 }
 
 #[derive(Deserialize)]
@@ -472,7 +488,8 @@ async fn post_restore(
     caller.require(Permission::Restore)?;
     let id = parse_id(&id, "file id")?;
     let body = json_body(body)?;
-    let (outcome, sc) = s.store.request_restore(id, &caller.subject, body.days).await?;
+    let (store, actor) = (s.store.clone(), caller.subject.clone());
+    let (outcome, sc) = to_end(async move { store.request_restore(id, &actor, body.days).await }).await?;
     let status = match outcome {
         RestoreOutcome::Staging => StatusCode::ACCEPTED,
         RestoreOutcome::Readable => StatusCode::OK,
@@ -519,13 +536,15 @@ async fn post_mode(State(s): State<AppState>, caller: Caller, body: Result<Json<
     let raw =
         body.get("mode").and_then(Value::as_str).ok_or_else(|| bad("body must be {\"mode\": \"edit|rw|ro|ar\"}"))?;
     let mode = ElementMode::parse(raw).ok_or_else(|| bad(format!("unknown mode {raw:?} (edit, rw, ro or ar)")))?;
-    s.store.change_mode(mode, &caller.subject).await?;
+    let (store, actor) = (s.store.clone(), caller.subject.clone());
+    to_end(async move { store.change_mode(mode, &actor).await }).await?;
     Ok(Json(s.store.info().await?).into_response())
 }
 
 async fn post_disposition(State(s): State<AppState>, caller: Caller) -> ApiResult {
     caller.require(Permission::ManageElement)?;
-    Ok(Json(s.store.run_disposition().await?).into_response())
+    let store = s.store.clone();
+    Ok(Json(to_end(async move { store.run_disposition().await }).await?).into_response())
 }
 
 /// The `Range` header as the parser takes it (RFC 9110 §14): the unit is matched without

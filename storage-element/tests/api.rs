@@ -207,6 +207,69 @@ async fn patch_merges_metadata_and_counts_revisions() {
     assert_eq!(r.status, 403);
 }
 
+/// A rewrite whose caller goes away mid-request (a client or an ingester killed) still runs
+/// to its end: the listing, which the cache answers, never lags the sidecars on disk. Each
+/// document is patched once (a later PATCH would mend what an abandoned one left behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_whose_caller_goes_away_still_reaches_the_listing() {
+    use std::time::{Duration, Instant};
+    let h = Harness::new().await;
+    let mut ids = Vec::new();
+    for i in 0..420 {
+        ids.push(h.upload(&format!("p{i}.txt"), b"p", &[]).await["file_id"].as_str().unwrap().to_owned());
+    }
+    let patch = |id: &str| {
+        Request::patch(format!("/api/v1/files/{id}"))
+            .header("authorization", format!("Bearer {}", h.admin()))
+            .header("content-type", "application/merge-patch+json")
+            .body(Body::from(r#"{"description": "patched"}"#))
+            .unwrap()
+    };
+    // How long a whole PATCH takes here; callers then give up at points spread over it.
+    let mut took = Vec::new();
+    for id in ids.drain(..20) {
+        let t = Instant::now();
+        assert_eq!(h.send(patch(&id)).await.status, 200);
+        took.push(t.elapsed().as_micros() as u64);
+    }
+    took.sort();
+    let whole = took[took.len() / 2];
+    let mut abandoned = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let wait = Duration::from_micros(whole * (2 + (i as u64 * 7) % 20) / 20);
+        let call = tower::ServiceExt::oneshot(h.router.clone(), patch(id));
+        if tokio::time::timeout(wait, call).await.is_err() {
+            abandoned += 1;
+        }
+    }
+    eprintln!("{abandoned} of 400 PATCHes abandoned by their caller (a whole one takes about {whole} µs)");
+    assert!(abandoned >= 40, "too few callers went away to show anything: {abandoned}");
+    // What the sidecars on disk say, against what the listing says, once the writes settle.
+    let on_disk = || -> std::collections::BTreeMap<String, u64> {
+        h.files_under("")
+            .into_iter()
+            .filter(|f| f.ends_with(".attr.json"))
+            .filter_map(|f| serde_json::from_slice::<Value>(&std::fs::read(h.root().join(&f)).ok()?).ok())
+            .filter_map(|v| Some((v["file_id"].as_str()?.to_owned(), v["revision"].as_u64()?)))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed: std::collections::BTreeMap<String, u64> = h.get("/api/v1/files?limit=1000").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["file_id"].as_str().unwrap().to_owned(), v["revision"].as_u64().unwrap()))
+            .collect();
+        let disk = on_disk();
+        if listed == disk {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the listing lags the sidecars:\n listed {listed:?}\n on disk {disk:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn versions_and_paged_listing() {
     let h = Harness::new().await;
