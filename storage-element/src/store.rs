@@ -644,6 +644,12 @@ impl Store {
         self.check_journals()?;
         let now = self.clock.now();
         validate_new_retention(&new.retention, now)?;
+        // Creates of one planned id (a retry that arrives while the first attempt still
+        // commits) run one after the other: the later one finds the earlier's document.
+        let _planned = match new.file_id {
+            Some(id) => Some(self.file_locks[stripe(id)].lock().await),
+            None => None,
+        };
         let file_id = match new.file_id {
             Some(id) => {
                 validate_planned_id(id, now)?;

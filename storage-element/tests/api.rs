@@ -207,6 +207,28 @@ async fn patch_merges_metadata_and_counts_revisions() {
     assert_eq!(r.status, 403);
 }
 
+/// Creates of one planned `file_id` at the same time (a retry arriving while the first
+/// attempt still commits) store it once: one 201, the rest 409 `file-exists`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_planned_id_store_it_once() {
+    let h = Harness::new().await;
+    for round in 0..10 {
+        let id = uuid::Uuid::now_v7().to_string();
+        let t = h.admin();
+        let fields = [("file_id", id.as_str())];
+        let tries = (0..6).map(|_| h.upload_with(&t, "same.txt", b"same bytes", &fields, &[]));
+        let answers = futures_util::future::join_all(tries).await;
+        let created = answers.iter().filter(|r| r.status == StatusCode::CREATED).count();
+        let exists =
+            answers.iter().filter(|r| r.status == StatusCode::CONFLICT && r.problem() == "file-exists").count();
+        assert_eq!((created, exists), (1, 5), "round {round}");
+    }
+    let listed = h.get("/api/v1/files?limit=1000").await.json()["items"].as_array().unwrap().len();
+    assert_eq!(listed, 10);
+    let sidecars = h.files_under("").into_iter().filter(|f| f.ends_with(".attr.json")).count();
+    assert_eq!(sidecars, 10);
+}
+
 /// A rewrite whose caller goes away mid-request (a client or an ingester killed) still runs
 /// to its end: the listing, which the cache answers, never lags the sidecars on disk. Each
 /// document is patched once (a later PATCH would mend what an abandoned one left behind).
