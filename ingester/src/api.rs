@@ -370,7 +370,8 @@ async fn stream_through(
     };
     let need = declared.unwrap_or(ing.cfg.unknown_size_reserve_bytes);
     let mut chosen = None;
-    for (i, e) in ing.candidates(class, need)?.into_iter().enumerate() {
+    let (candidates, pinned) = ing.candidates_for(class, need, planned)?;
+    for (i, e) in candidates.into_iter().enumerate() {
         if i > 0 {
             ing.metrics.retries.inc();
         }
@@ -381,6 +382,9 @@ async fn stream_through(
             break;
         }
         tracing::warn!(element = %e.id, "element not writable at a fresh look; trying the next");
+    }
+    if let (None, Some(el)) = (&chosen, &pinned) {
+        return Err(crate::store::pinned_unavailable(el, "it is not reachable and writable now"));
     }
     let e = chosen.ok_or_else(|| {
         ApiError::typed(
@@ -428,10 +432,24 @@ async fn stream_through(
         return Err(e);
     }
     let total = size.load(std::sync::atomic::Ordering::Relaxed);
+    if let (Ok(f), Some(id)) = (&sent, planned)
+        && (f.status == 201 || crate::store::problem_type_is(&f.body, "file-exists"))
+    {
+        ing.keys.unpin(id);
+    }
     match sent {
         Ok(f) if f.status == 201 => Ok(stored_answer(ing.stored(&e, f, total, started))),
+        // An earlier attempt stored it there under the planned id: that is the answer.
+        Ok(f) if f.status == 409 && crate::store::problem_type_is(&f.body, "file-exists") && planned.is_some() => {
+            Ok(stored_answer(ing.stored_on(&e, token, planned.unwrap_or_default()).await?))
+        }
         Ok(f) => Ok(stored_answer(Outcome::Refused { element_id: e.id.clone(), answer: f })),
-        Err(err @ ClientError::Undecided { .. }) => Err(crate::store::undecided(&e.id, &err, planned.is_some())),
+        Err(err @ ClientError::Undecided { .. }) => {
+            if let Some(id) = planned {
+                ing.keys.pin(id, &e.id);
+            }
+            Err(crate::store::undecided(&e.id, &err, planned.is_some()))
+        }
         Err(err) => Err(ApiError::typed(
             ErrorCode::BadGateway,
             "element-failed",

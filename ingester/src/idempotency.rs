@@ -5,13 +5,19 @@
 //! An upload's file id is planned before anything is sent to an element and saved with the
 //! key (`<slot>.pending`, synced): if the ingester dies after the element stored the
 //! document but before the answer was kept, the retry finds the document by that id
-//! instead of storing it a second time.
+//! instead of storing it a second time. An attempt that an element took without answering
+//! pins the file id to that element (`pin-<file id>`) for a while, so no retry can store it
+//! on another one.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How long an undecided upload's file id stays pinned to its element: far longer than an
+/// element's create can go on after its caller went away.
+pub const PIN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// A kept answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +128,27 @@ impl IdempotencyKeys {
             }
         }
         self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&guard.slot);
+    }
+
+    /// Records that an attempt to store `file_id` on `element` got no answer (the element
+    /// may have stored it, or may still be storing it): until [`PIN_TTL`] has passed, that
+    /// file id goes to that element only, so it can never land on a second one.
+    pub fn pin(&self, file_id: uuid::Uuid, element: &str) {
+        if let Err(e) = self.write_synced(&self.dir.join(format!("pin-{file_id}")), element.as_bytes()) {
+            tracing::warn!(%file_id, error = %e, "the element of an undecided upload was not recorded");
+        }
+    }
+
+    /// The element `file_id` is pinned to, if any (see [`IdempotencyKeys::pin`]).
+    pub fn pinned(&self, file_id: uuid::Uuid) -> Option<String> {
+        let path = self.dir.join(format!("pin-{file_id}"));
+        let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?.elapsed().unwrap_or_default();
+        (age < PIN_TTL).then(|| std::fs::read_to_string(&path).ok()).flatten()
+    }
+
+    /// Drops the pin of a file id once an element answered for it.
+    pub fn unpin(&self, file_id: uuid::Uuid) {
+        let _ = std::fs::remove_file(self.dir.join(format!("pin-{file_id}")));
     }
 
     /// Removes kept answers older than the time to live; answers how many.

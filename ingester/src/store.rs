@@ -85,14 +85,15 @@ pub struct Ingester {
 /// Is this element answer worth trying the next candidate for? Refusals that come before
 /// anything is stored: the mode (changed under us), no room, unavailable, a failure.
 fn retryable(status: u16, body: &[u8]) -> bool {
-    if status >= 500 {
-        return true;
-    }
-    status == 409
-        && serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v["type"].as_str().map(|t| t.ends_with("/mode-refused")))
-            .unwrap_or(false)
+    status >= 500 || (status == 409 && problem_type_is(body, "mode-refused"))
+}
+
+/// Whether `body` is a problem of type `slug`.
+pub fn problem_type_is(body: &[u8], slug: &str) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(|t| t.rsplit('/').next() == Some(slug)))
+        .unwrap_or(false)
 }
 
 impl Ingester {
@@ -192,6 +193,24 @@ impl Ingester {
     }
 
     /// The candidates for an upload of `need` bytes, in order; none is a 503 that says why.
+    /// The candidates for an upload of `planned`: only the element it is pinned to when an
+    /// earlier attempt there got no answer, else [`Ingester::candidates`].
+    pub fn candidates_for(
+        &self,
+        class: Class,
+        need: u64,
+        planned: Option<Uuid>,
+    ) -> Result<(Vec<ElementView>, Option<String>), ApiError> {
+        let pinned = planned.and_then(|id| self.keys.pinned(id));
+        match pinned {
+            Some(el) => match self.discovery.elements().into_iter().find(|e| e.id == el) {
+                Some(e) => Ok((vec![e], Some(el))),
+                None => Err(pinned_unavailable(&el, "it is no longer known")),
+            },
+            None => Ok((self.candidates(class, need)?, None)),
+        }
+    }
+
     pub fn candidates(&self, class: Class, need: u64) -> Result<Vec<ElementView>, ApiError> {
         let views = self.discovery.elements();
         let c = placement::candidates(&views, class, need);
@@ -271,7 +290,7 @@ impl Ingester {
             Some(d) => Some(self.newest_version(token, d).await?),
             None => None,
         };
-        let candidates = self.candidates(class, size)?;
+        let (candidates, pinned) = self.candidates_for(class, size, planned)?;
         let mut last_error = String::new();
         let mut all_full = true;
         for (i, e) in candidates.iter().enumerate() {
@@ -282,21 +301,42 @@ impl Ingester {
             let body = body_of(&w, fields, after, planned, head, content).await?;
             tracing::info!(element = %e.id, class = class.as_str(), size, attempt = i + 1, "placing upload");
             match self.elements.create(&e.url, token, &w.content_type(), body).await {
-                Ok(f) if f.status == 201 => return Ok(self.stored(e, f, size, started)),
+                Ok(f) if f.status == 201 => {
+                    if let Some(id) = planned {
+                        self.keys.unpin(id);
+                    }
+                    return Ok(self.stored(e, f, size, started));
+                }
                 Ok(f) if retryable(f.status, &f.body) => {
                     all_full &= f.status == 507;
                     last_error = format!("{} answered {}: {}", e.id, f.status, String::from_utf8_lossy(&f.body));
                     tracing::warn!(element = %e.id, status = f.status, "element refused the upload; trying the next");
                 }
+                // An earlier attempt stored it there under the planned id: that is the answer.
+                Ok(f) if f.status == 409 && problem_type_is(&f.body, "file-exists") && planned.is_some() => {
+                    let id = planned.unwrap_or_default();
+                    tracing::info!(element = %e.id, file_id = %id, "an earlier attempt had stored the upload");
+                    let found = self.stored_on(e, token, id).await?;
+                    self.keys.unpin(id);
+                    return Ok(found);
+                }
                 Ok(f) => return Ok(Outcome::Refused { element_id: e.id.clone(), answer: f }),
                 // The element may have stored it: another element would make a second copy.
-                Err(err @ ClientError::Undecided { .. }) => return Err(undecided(&e.id, &err, planned.is_some())),
+                Err(err @ ClientError::Undecided { .. }) => {
+                    if let Some(id) = planned {
+                        self.keys.pin(id, &e.id);
+                    }
+                    return Err(undecided(&e.id, &err, planned.is_some()));
+                }
                 Err(err) => {
                     all_full = false;
                     last_error = err.to_string();
                     tracing::warn!(element = %e.id, error = %err, "element failed the upload; trying the next");
                 }
             }
+        }
+        if let Some(el) = pinned {
+            return Err(pinned_unavailable(&el, &last_error));
         }
         if all_full {
             return Err(ApiError::typed(
@@ -344,14 +384,28 @@ impl Ingester {
                 ));
             }
         };
+        let found = self.stored_on(&e, token, file_id).await?;
+        self.keys.unpin(file_id);
+        Ok(Some(found))
+    }
+
+    /// The answer for `file_id` stored on `e` by an earlier attempt: its sidecar.
+    pub async fn stored_on(&self, e: &ElementView, token: &str, file_id: Uuid) -> Result<Outcome, ApiError> {
         let url = format!("{}/api/v1/files/{file_id}", e.url);
         let rb = self.http.get(&url).bearer_auth(token).timeout(Duration::from_secs(10));
         let r = artstore_shared::telemetry::propagate(rb).send().await.map_err(|err| {
             ApiError::typed(ErrorCode::Unavailable, "element-unreachable", format!("{}: {err}", e.id))
         })?;
+        if !r.status().is_success() {
+            return Err(ApiError::typed(
+                ErrorCode::Unavailable,
+                "retry-undecided",
+                format!("{} said it holds file {file_id} and then answered {} for it; retry later", e.id, r.status()),
+            ));
+        }
         let mut sidecar: Value = r.json().await.map_err(|err| ApiError::internal(format!("{}: {err}", e.id)))?;
         sidecar["element_id"] = Value::String(e.id.clone());
-        Ok(Some(Outcome::Stored { element_id: e.id.clone(), file_id, sidecar }))
+        Ok(Outcome::Stored { element_id: e.id.clone(), file_id, sidecar })
     }
 
     /// The element that holds `file_id`: the hint, checked, else every element asked.
@@ -411,6 +465,19 @@ pub fn undecided(element: &str, err: &ClientError, keyed: bool) -> ApiError {
         ErrorCode::Unavailable,
         "upload-undecided",
         format!("element {element} took the upload and gave no answer ({err}); whether it stored it is not known and no other element was tried; {retry}"),
+    )
+    .with("element_id", element.to_owned())
+}
+
+/// 503 `retry-undecided`: an earlier attempt of this upload may be stored on `element`
+/// (it took it and gave no answer), and that element cannot take the retry now.
+pub fn pinned_unavailable(element: &str, why: &str) -> ApiError {
+    ApiError::typed(
+        ErrorCode::Unavailable,
+        "retry-undecided",
+        format!(
+            "an earlier attempt of this upload may be stored on element {element}, so only {element} may take it, and it cannot now ({why}); nothing was stored, retry later"
+        ),
     )
     .with("element_id", element.to_owned())
 }

@@ -516,6 +516,41 @@ async fn a_retry_after_a_crash_finds_what_the_first_attempt_stored() {
     assert_eq!(v["file_id"], planned.to_string(), "{v}");
     assert_eq!(w.listed(&a).await.len() + w.listed(&b).await.len(), before + 1);
 
+    // An attempt that element a took without answering pins the planned id to a; a finds
+    // it committed by the time the retry comes (after the retry's look found nothing): a's
+    // 409 file-exists makes that document the answer, and b is never asked.
+    let planned = uuid::Uuid::now_v7();
+    let form = reqwest::multipart::Form::new()
+        .text("file_id", planned.to_string())
+        .part("file", reqwest::multipart::Part::bytes(b"committed late".to_vec()).file_name("late.txt"));
+    let r = w.http.post(format!("{}/api/v1/files", a.url)).bearer_auth(&t).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let count = w.listed(&a).await.len() + w.listed(&b).await.len();
+    let head = artstore_ingester::store::FileHead {
+        filename: "late.txt".into(),
+        content_type: "text/plain".into(),
+        sha256: None,
+    };
+    let fields = artstore_shared::upload::UploadFields::default();
+    let content = artstore_ingester::store::Content::Memory(bytes::Bytes::from_static(b"committed late"));
+    let store = |id| ing.ingester.store(&t, &fields, &head, &content, 14, Some(id));
+    ing.ingester.keys.pin(planned, "a");
+    match store(planned).await {
+        Ok(artstore_ingester::store::Outcome::Stored { element_id, file_id, .. }) => {
+            assert_eq!((element_id.as_str(), file_id), ("a", planned))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.listed(&a).await.len() + w.listed(&b).await.len(), count, "nothing stored twice");
+    assert_eq!(ing.ingester.keys.pinned(planned), None, "the pin is dropped once a answered");
+    // Pinned to an element that is gone: 503, and no other element stores it.
+    let other = uuid::Uuid::now_v7();
+    ing.ingester.keys.pin(other, "gone");
+    let e = store(other).await.map(|_| ()).unwrap_err();
+    assert_eq!((e.code, e.kind), (artstore_shared::ErrorCode::Unavailable, "retry-undecided"), "{e:?}");
+    assert!(e.detail.contains("gone"), "{e:?}");
+    assert_eq!(w.listed(&a).await.len() + w.listed(&b).await.len(), count);
+
     // An element that may hold it does not answer: 503, nothing stored.
     let planned = uuid::Uuid::now_v7();
     std::fs::write(pending("k-undecided"), planned.to_string()).unwrap();
