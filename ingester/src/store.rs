@@ -192,9 +192,8 @@ impl Ingester {
         placement::classify(&asked, horizon_end)
     }
 
-    /// The candidates for an upload of `need` bytes, in order; none is a 503 that says why.
     /// The candidates for an upload of `planned`: only the element it is pinned to when an
-    /// earlier attempt there got no answer, else [`Ingester::candidates`].
+    /// earlier attempt there got no answer (and its id), else [`Ingester::candidates`].
     pub fn candidates_for(
         &self,
         class: Class,
@@ -211,6 +210,7 @@ impl Ingester {
         }
     }
 
+    /// The candidates for an upload of `need` bytes, in order; none is a 503 that says why.
     pub fn candidates(&self, class: Class, need: u64) -> Result<Vec<ElementView>, ApiError> {
         let views = self.discovery.elements();
         let c = placement::candidates(&views, class, need);
