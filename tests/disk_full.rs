@@ -101,7 +101,7 @@ async fn a_full_element_refuses_with_507_keeps_serving_and_resumes_when_space_is
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 
     // Nothing half-written: no temp file, the listing holds exactly the stored documents.
-    let leftovers: Vec<_> = std::fs::read_dir(small.join("element").join("tmp")).unwrap().collect();
+    let leftovers = support::tmp_leftovers(&small.join("element")).await;
     assert!(leftovers.is_empty(), "temp files left after refusals: {leftovers:?}");
     let listed = support::list_all(&http, &a.base, &token, "").await;
     let mut ids: Vec<&str> = listed.iter().filter_map(|s| s["file_id"].as_str()).collect();

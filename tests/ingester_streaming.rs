@@ -153,6 +153,6 @@ async fn element_killed_mid_body_answers_502_and_stores_nothing() {
     element.wait_ready(&client).await;
     let listed = support::list_all(&client, &element.base, &token, "").await;
     assert!(listed.is_empty(), "{listed:?}");
-    let tmp_left = std::fs::read_dir(root.join("tmp")).unwrap().count();
-    assert_eq!(tmp_left, 0, "nothing half-written left in tmp/");
+    let tmp_left = support::tmp_leftovers(&root).await;
+    assert!(tmp_left.is_empty(), "nothing half-written left in tmp/: {tmp_left:?}");
 }

@@ -131,6 +131,22 @@ pub async fn upload(
     }
 }
 
+/// What stays in an element's `tmp/`: polled for a few seconds, because a running element
+/// also passes its own state files (`clock.json`, `scrub.json`) through there for an instant;
+/// a half-written upload would stay.
+pub async fn tmp_leftovers(element_root: &std::path::Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = std::fs::read_dir(element_root.join("tmp"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every sidecar a listing query returns, following `next_cursor` page by page.
 pub async fn list_all(client: &reqwest::Client, base: &str, token: &str, query: &str) -> Vec<serde_json::Value> {
     let (mut all, mut cursor) = (vec![], String::new());
