@@ -432,24 +432,13 @@ async fn stream_through(
         return Err(e);
     }
     let total = size.load(std::sync::atomic::Ordering::Relaxed);
-    if let (Ok(f), Some(id)) = (&sent, planned)
-        && (f.status == 201 || crate::store::problem_type_is(&f.body, "file-exists"))
-    {
-        ing.keys.unpin(id);
-    }
     match sent {
         Ok(f) if f.status == 201 => Ok(stored_answer(ing.stored(&e, f, total, started))),
-        // An earlier attempt stored it there under the planned id: that is the answer.
-        Ok(f) if f.status == 409 && crate::store::problem_type_is(&f.body, "file-exists") && planned.is_some() => {
+        Ok(f) if crate::store::stored_earlier(&f, planned) => {
             Ok(stored_answer(ing.stored_on(&e, token, planned.unwrap_or_default()).await?))
         }
         Ok(f) => Ok(stored_answer(Outcome::Refused { element_id: e.id.clone(), answer: f })),
-        Err(err @ ClientError::Undecided { .. }) => {
-            if let Some(id) = planned {
-                ing.keys.pin(id, &e.id);
-            }
-            Err(crate::store::undecided(&e.id, &err, planned.is_some()))
-        }
+        Err(err @ ClientError::Undecided { .. }) => Err(ing.undecided(&e, &err, planned)),
         Err(err) => Err(ApiError::typed(
             ErrorCode::BadGateway,
             "element-failed",

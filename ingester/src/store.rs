@@ -301,33 +301,18 @@ impl Ingester {
             let body = body_of(&w, fields, after, planned, head, content).await?;
             tracing::info!(element = %e.id, class = class.as_str(), size, attempt = i + 1, "placing upload");
             match self.elements.create(&e.url, token, &w.content_type(), body).await {
-                Ok(f) if f.status == 201 => {
-                    if let Some(id) = planned {
-                        self.keys.unpin(id);
-                    }
-                    return Ok(self.stored(e, f, size, started));
-                }
+                Ok(f) if f.status == 201 => return Ok(self.stored(e, f, size, started)),
                 Ok(f) if retryable(f.status, &f.body) => {
                     all_full &= f.status == 507;
                     last_error = format!("{} answered {}: {}", e.id, f.status, String::from_utf8_lossy(&f.body));
                     tracing::warn!(element = %e.id, status = f.status, "element refused the upload; trying the next");
                 }
-                // An earlier attempt stored it there under the planned id: that is the answer.
-                Ok(f) if f.status == 409 && problem_type_is(&f.body, "file-exists") && planned.is_some() => {
-                    let id = planned.unwrap_or_default();
-                    tracing::info!(element = %e.id, file_id = %id, "an earlier attempt had stored the upload");
-                    let found = self.stored_on(e, token, id).await?;
-                    self.keys.unpin(id);
-                    return Ok(found);
+                Ok(f) if stored_earlier(&f, planned) => {
+                    return self.stored_on(e, token, planned.unwrap_or_default()).await;
                 }
                 Ok(f) => return Ok(Outcome::Refused { element_id: e.id.clone(), answer: f }),
                 // The element may have stored it: another element would make a second copy.
-                Err(err @ ClientError::Undecided { .. }) => {
-                    if let Some(id) = planned {
-                        self.keys.pin(id, &e.id);
-                    }
-                    return Err(undecided(&e.id, &err, planned.is_some()));
-                }
+                Err(err @ ClientError::Undecided { .. }) => return Err(self.undecided(e, &err, planned)),
                 Err(err) => {
                     all_full = false;
                     last_error = err.to_string();
@@ -363,7 +348,18 @@ impl Ingester {
         let class = artstore_shared::health::size_class(size);
         self.metrics.durations.observe("size_class", class, started.elapsed().as_secs_f64());
         tracing::info!(element = %e.id, %file_id, size, "stored");
+        self.keys.unpin(file_id);
         Outcome::Stored { element_id: e.id.clone(), file_id, sidecar }
+    }
+
+    /// An attempt on `e` got no answer: the planned id is pinned to `e` (see
+    /// [`IdempotencyKeys::pin`](crate::idempotency::IdempotencyKeys::pin)), and the answer is
+    /// 503 `upload-undecided`.
+    pub fn undecided(&self, e: &ElementView, err: &ClientError, planned: Option<Uuid>) -> ApiError {
+        if let Some(id) = planned {
+            self.keys.pin(id, &e.id);
+        }
+        undecided_problem(&e.id, err, planned.is_some())
     }
 
     /// What an earlier attempt of an upload stored under its planned `file_id`: the stored
@@ -384,13 +380,13 @@ impl Ingester {
                 ));
             }
         };
-        let found = self.stored_on(&e, token, file_id).await?;
-        self.keys.unpin(file_id);
-        Ok(Some(found))
+        self.stored_on(&e, token, file_id).await.map(Some)
     }
 
-    /// The answer for `file_id` stored on `e` by an earlier attempt: its sidecar.
+    /// The answer for `file_id` stored on `e` by an earlier attempt: its sidecar (and the
+    /// file id's pin, if any, is dropped).
     pub async fn stored_on(&self, e: &ElementView, token: &str, file_id: Uuid) -> Result<Outcome, ApiError> {
+        tracing::info!(element = %e.id, %file_id, "an earlier attempt had stored the upload");
         let url = format!("{}/api/v1/files/{file_id}", e.url);
         let rb = self.http.get(&url).bearer_auth(token).timeout(Duration::from_secs(10));
         let r = artstore_shared::telemetry::propagate(rb).send().await.map_err(|err| {
@@ -405,6 +401,7 @@ impl Ingester {
         }
         let mut sidecar: Value = r.json().await.map_err(|err| ApiError::internal(format!("{}: {err}", e.id)))?;
         sidecar["element_id"] = Value::String(e.id.clone());
+        self.keys.unpin(file_id);
         Ok(Outcome::Stored { element_id: e.id.clone(), file_id, sidecar })
     }
 
@@ -452,9 +449,15 @@ impl Ingester {
     }
 }
 
+/// Whether an element's answer says it already holds the planned id: an earlier attempt
+/// stored it there, and that document is the answer.
+pub fn stored_earlier(f: &Forwarded, planned: Option<Uuid>) -> bool {
+    planned.is_some() && f.status == 409 && problem_type_is(&f.body, "file-exists")
+}
+
 /// 503 `upload-undecided`: `element` took the upload and gave no answer, so whether it
 /// stored it is not known; no other element is tried (that could store a second copy).
-pub fn undecided(element: &str, err: &ClientError, keyed: bool) -> ApiError {
+fn undecided_problem(element: &str, err: &ClientError, keyed: bool) -> ApiError {
     let retry = match keyed {
         true => {
             "retry with the same Idempotency-Key: the retry answers the stored file if there is one, else stores it"

@@ -113,8 +113,18 @@ struct Running {
 }
 
 fn start(root: &std::path::Path, url: &str, bus: Arc<dyn EventBus>) -> Running {
-    let cfg =
+    start_with(root, url, bus, |_| {})
+}
+
+fn start_with(
+    root: &std::path::Path,
+    url: &str,
+    bus: Arc<dyn EventBus>,
+    tune: impl FnOnce(&mut QueryConfig),
+) -> Running {
+    let mut cfg =
         QueryConfig { index: Some(root.to_owned()), commit_interval_ms: 50, writer_heap_mib: 20, ..Default::default() };
+    tune(&mut cfg);
     let svc = QueryService::open(cfg, root.to_owned(), sources(url), Health::new()).unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(svc.clone().run_writer(Some(bus), rx));
@@ -430,18 +440,7 @@ async fn the_result_cache_is_bounded_in_bytes_and_dropped_at_each_commit() {
     let url = start_fake(fake.clone()).await;
     let bus = InProcessBus::default();
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("idx");
-    let cfg = QueryConfig {
-        index: Some(root.clone()),
-        commit_interval_ms: 50,
-        writer_heap_mib: 20,
-        result_cache_mib: 1,
-        ..Default::default()
-    };
-    let svc = QueryService::open(cfg, root, sources(&url), Health::new()).unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(svc.clone().run_writer(Some(Arc::new(bus.clone())), rx));
-    let q = Running { svc, stop, task };
+    let q = start_with(&dir.path().join("idx"), &url, Arc::new(bus.clone()), |c| c.result_cache_mib = 1);
     let text = (0..300).map(|i| format!("omega w{i}")).collect::<Vec<_>>().join(" ");
     let evs: Vec<Event> = (0..30)
         .map(|i| event("ingested", &fake.put(Uuid::now_v7(), &format!("big-{i}.txt"), &text, 1, "active")))

@@ -299,9 +299,7 @@ async fn create_file(State(s): State<AppState>, caller: Caller, req: Request) ->
     // its commit point (the sidecar's rename) and the cache update, audit line and WAL commit
     // that make the document listed, searchable and announced.
     let (store, actor) = (s.store.clone(), caller.subject.clone());
-    let sc = tokio::spawn(async move { store.create(&actor, staged, new).await })
-        .await
-        .map_err(|e| ApiError::internal(format!("the create task failed: {e}")))??;
+    let sc = to_end(async move { store.create(&actor, staged, new).await }).await?;
     let location = format!("/api/v1/files/{}", sc.file_id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(sc)).into_response())
 }
