@@ -50,10 +50,21 @@ impl World {
     }
 
     async fn element(&self, name: &str, mode: ElementMode) -> TestElement {
+        self.element_at(name, mode, "127.0.0.1:0").await
+    }
+
+    /// Starts element `name` again on the address it had (its folder and mode kept).
+    async fn restart(&self, e: &mut TestElement) {
+        e.stop().await;
+        let addr = e.url.trim_start_matches("http://").to_owned();
+        *e = self.element_at(&e.name, ElementMode::Rw, &addr).await;
+    }
+
+    async fn element_at(&self, name: &str, mode: ElementMode, addr: &str) -> TestElement {
         let root = self.dir.path().join(name);
         let cfg = ElementConfig { data: Some(root.clone()), initial_mode: mode, ..Default::default() };
         let element = Element::build(cfg, self.verifier(), Arc::new(artstore_shared::SystemClock)).await.unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -285,29 +296,33 @@ async fn mode_switch_and_dead_element_mid_run() {
     let t = w.token_for("bob", &["writer"]);
     let perm = [("retention_mode", "compliance"), ("retain_until", &in_days(3650) as &str)];
     let perm: Vec<(String, String)> = perm.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    // 6 clients upload continuously; meanwhile a goes to ro and then b dies.
+    // 6 clients upload continuously, each upload with its own Idempotency-Key; meanwhile a
+    // goes to ro and then b is stopped.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for i in 0..6 {
         let (http, url, t, stop, perm) = (w.http.clone(), ing.url.clone(), t.clone(), stop.clone(), perm.clone());
         clients.push(tokio::spawn(async move {
-            let mut placed = Vec::new();
+            let (mut placed, mut undecided) = (Vec::new(), Vec::new());
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut form = reqwest::multipart::Form::new();
-                for (k, v) in &perm {
-                    form = form.text(k.clone(), v.clone());
-                }
-                let body = format!("client {i} doc {n}").into_bytes();
-                form = form.part("file", reqwest::multipart::Part::bytes(body).file_name("d.txt"));
-                let r = http.post(format!("{url}/api/v1/files")).bearer_auth(&t).multipart(form).send().await.unwrap();
+                let key = format!("client-{i}-doc-{n}");
+                let r = permanent_upload(&http, &url, &t, &key, &perm).await;
                 let s = r.status().as_u16();
                 let v: Value = r.json().await.unwrap();
-                assert_eq!(s, 201, "upload failed mid-run: {v}");
-                placed.push((Instant::now(), v["element_id"].as_str().unwrap().to_owned()));
+                let at = Instant::now();
+                match (s, v["type"].as_str().unwrap_or_default()) {
+                    (201, _) => placed.push((at, v["element_id"].as_str().unwrap().to_owned())),
+                    // An upload b took as it stopped: b may have stored it, so no other
+                    // element may; the client retries with its key once b is back.
+                    (503, ty) if ty.ends_with("/upload-undecided") && v["element_id"] == "b" => {
+                        undecided.push((at, key));
+                    }
+                    _ => panic!("upload failed mid-run: {s} {v}"),
+                }
                 n += 1;
             }
-            placed
+            (placed, undecided)
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -322,25 +337,66 @@ async fn mode_switch_and_dead_element_mid_run() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let switched = Instant::now();
     tokio::time::sleep(Duration::from_millis(700)).await;
+    let stopping = Instant::now();
     b.stop().await;
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(900)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut all = Vec::new();
+    let (mut all, mut undecided) = (Vec::new(), Vec::new());
     for c in clients {
-        all.extend(c.await.unwrap());
+        let (p, u) = c.await.unwrap();
+        all.extend(p);
+        undecided.extend(u);
     }
     assert!(all.len() > 30, "only {} uploads", all.len());
-    // Once the switch is known (one probe later), nothing more lands on a; after b died
-    // (one probe later), nothing more lands on b; none failed (asserted in the clients).
+    // Once the switch is known (one probe later), nothing more lands on a; after b stopped
+    // (one probe later), nothing more lands on b; none failed (asserted in the clients)
+    // but the ones in flight to b as it stopped, at most one per client.
     let grace = Duration::from_millis(300);
     let late_a = all.iter().filter(|(at, e)| e == "a" && *at > switched + grace).count();
     let late_b = all.iter().filter(|(at, e)| e == "b" && *at > killed + grace).count();
     assert_eq!((late_a, late_b), (0, 0), "uploads landed on a after ro or on b after it died");
     assert!(all.iter().any(|(at, e)| e == "a" && *at < switched), "a took uploads before the switch");
+    assert!(undecided.len() <= 6, "{} undecided uploads", undecided.len());
+    assert!(undecided.iter().all(|(at, _)| *at >= stopping && *at <= killed + grace), "undecided away from the stop");
     let retries = ing.ingester.metrics.retries.get();
-    println!("{} uploads, {retries} retries", all.len());
+    println!("{} uploads, {} undecided as b stopped, {retries} retries", all.len(), undecided.len());
     assert!(all.iter().any(|(_, e)| e == "c"));
+    // b back: each undecided upload, retried with its key, is answered from b, once.
+    w.restart(&mut b).await;
+    ing.wait_up(3).await;
+    for (_, key) in &undecided {
+        let r = permanent_upload(&w.http, &ing.url, &t, key, &perm).await;
+        let (s, v) = json_of(r).await;
+        assert_eq!((s, v["element_id"].as_str()), (201, Some("b")), "{key}: {v}");
+        let id = v["file_id"].as_str().unwrap();
+        for e in [&a, &c] {
+            let r = w.http.get(format!("{}/api/v1/files/{id}", e.url)).bearer_auth(w.admin()).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{key} is on {} too", e.name);
+        }
+    }
+}
+
+/// One upload of a small permanent document under `key`; its content names the key.
+async fn permanent_upload(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: &str,
+    fields: &[(String, String)],
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in fields {
+        form = form.text(k.clone(), v.clone());
+    }
+    form = form.part("file", reqwest::multipart::Part::bytes(key.as_bytes().to_vec()).file_name("d.txt"));
+    http.post(format!("{url}/api/v1/files"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
