@@ -9,13 +9,15 @@
 //!
 //! Write protocol: the apply that produced entries appends them to the last segment; a
 //! sync thread of the state machine `fdatasync`s the segment as soon as there is something
-//! new (one sync covers every append before it: group commit), and a change is acknowledged
-//! to its client only once its entry is synced ([`crate::sm::StateMachine::wait_synced`]).
+//! new (one sync covers every append before it: group commit). The Raft log, synced on a
+//! majority before a change commits, is what makes an acknowledged change durable; its
+//! entry here is derived from it.
 //! A new segment is created (and the directory fsynced) only after the previous one is
 //! synced. Recovery on open: the last segment's torn tail
 //! (a crash mid-append) is cut off at the last whole line; an empty last segment (a crash
-//! right after rotation) is removed. Entries lost that way were never acknowledged: the Raft
-//! log still holds the changes, and re-applying them regenerates identical entries.
+//! right after rotation) is removed. The Raft log still holds the changes of entries lost that
+//! way (a snapshot lets it be purged only once the segments are synced up to the snapshot's
+//! head), and re-applying them regenerates identical entries.
 
 use artstore_shared::audit_chain::{AuditEntry, GENESIS, hex};
 use serde::{Deserialize, Serialize};

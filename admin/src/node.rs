@@ -224,15 +224,17 @@ impl Node {
         match result {
             Ok(resp) => match resp.data {
                 Response::Ok(v) => {
-                    // Acknowledged only once the change's audit entry is durable here.
-                    let seq = self.sm.audit_written().seq;
-                    self.sm.wait_synced(seq, timeout).await.map_err(|e| {
-                        ApiError::typed(
+                    // The change is durable in the Raft log of a majority; its audit entry,
+                    // derived from it, is synced by the state machine's sync thread (and
+                    // regenerated from the log after a crash). A node whose sync failed
+                    // acknowledges nothing more.
+                    if let Some(e) = self.sm.sync_failure() {
+                        return Err(ApiError::typed(
                             ErrorCode::Unavailable,
                             "audit-not-durable",
-                            format!("the change was committed but {e}"),
-                        )
-                    })?;
+                            format!("the change was committed but the audit chain could not be synced to disk: {e}"),
+                        ));
+                    }
                     Ok(v)
                 }
                 Response::Refused(r) => Err(match r.kind {
