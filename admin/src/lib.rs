@@ -22,6 +22,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod server;
 pub mod sm;
 pub mod state;

@@ -5,6 +5,7 @@
 use crate::config::AdminConfig;
 use crate::log_store::LogStore;
 use crate::network::{Faults, Network};
+use crate::proposer::{Proposer, Unanswered};
 use crate::sm::StateMachine;
 use crate::state::{Op, SigningKey, State, User};
 use crate::types::{NodeId, Raft, RefusalKind, Request, Response};
@@ -16,7 +17,6 @@ use artstore_shared::{ApiError, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +30,8 @@ pub const SYSTEM_ACTOR: &str = "system";
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
+    /// Puts concurrent changes into one log entry.
+    proposer: Proposer,
     pub sm: StateMachine,
     pub log: LogStore,
     pub cfg: AdminConfig,
@@ -153,8 +155,10 @@ impl Node {
         let verifier = keys.verifier(&cfg.issuer, &cfg.audience, Duration::from_secs(30));
         // Refresh tokens: their own audience, no clock leeway.
         let refresh_verifier = keys.verifier(&cfg.issuer, &crate::auth::refresh_audience(&cfg), Duration::ZERO);
+        let proposer = Proposer::start(raft.clone(), Duration::from_millis(cfg.write_timeout_ms.max(100)));
         let node = Arc::new(Node {
             id: cfg.node_id,
+            proposer,
             raft,
             sm,
             log,
@@ -210,52 +214,54 @@ impl Node {
         m.membership_config.nodes().find(|(nid, _)| **nid == id).map(|(_, n)| n.addr.clone())
     }
 
-    /// Proposes a change and waits until it is committed and applied here.
+    /// Proposes a change (with the others waiting, see [`crate::proposer`]) and waits until
+    /// it is committed and applied here.
     pub async fn write(&self, actor: &str, from: Option<String>, op: Op) -> Result<Value, ApiError> {
         let req = Request { actor: actor.to_owned(), from, at: Utc::now(), op };
         let timeout = Duration::from_millis(self.cfg.write_timeout_ms.max(100));
-        let Ok(result) = tokio::time::timeout(timeout, self.raft.client_write(req)).await else {
-            return Err(ApiError::typed(
+        let no_quorum = || {
+            ApiError::typed(
                 ErrorCode::Unavailable,
                 "no-quorum",
                 format!("the change was not committed within {timeout:?}; a majority of the cluster is unreachable"),
-            ));
+            )
+        };
+        let Ok(result) = tokio::time::timeout(timeout, self.proposer.propose(req)).await else {
+            return Err(no_quorum());
         };
         match result {
-            Ok(resp) => match resp.data {
-                Response::Ok(v) => {
-                    // The change is durable in the Raft log of a majority; its audit entry,
-                    // derived from it, is synced by the state machine's sync thread (and
-                    // regenerated from the log after a crash). A node whose sync failed
-                    // acknowledges nothing more.
-                    if let Some(e) = self.sm.sync_failure() {
-                        return Err(ApiError::typed(
-                            ErrorCode::Unavailable,
-                            "audit-not-durable",
-                            format!("the change was committed but the audit chain could not be synced to disk: {e}"),
-                        ));
-                    }
-                    Ok(v)
+            Ok(Response::Ok(v)) => {
+                // The change is durable in the Raft log of a majority; its audit entry,
+                // derived from it, is synced by the state machine's sync thread (and
+                // regenerated from the log after a crash). A node whose sync failed
+                // acknowledges nothing more.
+                if let Some(e) = self.sm.sync_failure() {
+                    return Err(ApiError::typed(
+                        ErrorCode::Unavailable,
+                        "audit-not-durable",
+                        format!("the change was committed but the audit chain could not be synced to disk: {e}"),
+                    ));
                 }
-                Response::Refused(r) => Err(match r.kind {
-                    RefusalKind::NotFound => ApiError::new(ErrorCode::NotFound, r.detail),
-                    RefusalKind::AlreadyExists => ApiError::typed(ErrorCode::Conflict, "already-exists", r.detail),
-                    RefusalKind::Conflict => ApiError::new(ErrorCode::Conflict, r.detail),
-                    RefusalKind::BadRequest => ApiError::bad_request(r.detail),
-                }),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ApiError::typed(
+                Ok(v)
+            }
+            Ok(Response::Refused(r)) => Err(match r.kind {
+                RefusalKind::NotFound => ApiError::new(ErrorCode::NotFound, r.detail),
+                RefusalKind::AlreadyExists => ApiError::typed(ErrorCode::Conflict, "already-exists", r.detail),
+                RefusalKind::Conflict => ApiError::new(ErrorCode::Conflict, r.detail),
+                RefusalKind::BadRequest => ApiError::bad_request(r.detail),
+            }),
+            Ok(Response::Batch(_)) => Err(ApiError::internal("one change was answered as a batch")),
+            Err(Unanswered::NotLeader(leader)) => Err(ApiError::typed(
                 ErrorCode::Unavailable,
                 "not-leader",
                 "this node is not the leader; retry (the request is forwarded when a leader is known)",
             )
-            .with("leader_id", f.leader_id.map(Value::from).unwrap_or(Value::Null))),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ApiError::new(ErrorCode::Conflict, e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => {
+            .with("leader_id", leader.map(Value::from).unwrap_or(Value::Null))),
+            Err(Unanswered::Membership(e)) => Err(ApiError::new(ErrorCode::Conflict, e)),
+            Err(Unanswered::Stopped(e)) => {
                 Err(ApiError::typed(ErrorCode::Unavailable, "raft-stopped", format!("raft stopped: {e}")))
             }
+            Err(Unanswered::TimedOut) => Err(no_quorum()),
         }
     }
 

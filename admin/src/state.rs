@@ -154,6 +154,11 @@ pub struct State {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
+    /// Changes proposed together (group commit, see [`crate::proposer`]): each is applied
+    /// on its own, in order, with its own answer and audit entry.
+    Batch {
+        changes: Vec<Request>,
+    },
     /// The first change of a fresh cluster: the audit key, the `admin` user and the first
     /// signing key.
     Bootstrap {
@@ -364,6 +369,9 @@ impl State {
     /// Applies one committed change; an applied change adds its audit entry to `audit`.
     /// Refusals change nothing.
     pub fn apply(&mut self, req: &Request, audit: &mut Vec<AuditEntry>) -> Response {
+        if let Op::Batch { changes } = &req.op {
+            return Response::Batch(changes.iter().map(|c| self.apply(c, audit)).collect());
+        }
         match self.apply_op(req) {
             Ok((action, target, detail, answer)) => {
                 audit.push(self.next_audit(req, action, target, detail));
@@ -380,6 +388,8 @@ impl State {
             return Err(conflict("the cluster is not bootstrapped yet"));
         }
         match &req.op {
+            // Applied change by change in `apply`.
+            Op::Batch { .. } => Err(bad("a batch is not a change of its own")),
             Op::Bootstrap { audit_key, admin, key } => {
                 if self.bootstrapped_at.is_some() {
                     return Err(conflict("the cluster is bootstrapped already"));
@@ -772,6 +782,27 @@ mod tests {
                 updated_at: now,
             },
         }
+    }
+
+    #[test]
+    fn a_batch_applies_exactly_like_its_changes_one_by_one() {
+        let changes = vec![
+            req(policy("a", "P1Y", "governance")),
+            req(policy("a", "P2Y", "governance")),
+            Request { actor: "bob".into(), ..req(policy("b", "P7Y", "compliance")) },
+        ];
+        let base = boot();
+        let mut one_by_one = base.clone();
+        let singles: Vec<Response> = changes.iter().map(|c| one_by_one.apply(c)).collect();
+        let mut batched = base.clone();
+        let Response::Batch(answers) = batched.apply(&req(Op::Batch { changes })) else { panic!("not a batch answer") };
+        assert_eq!(format!("{answers:?}"), format!("{singles:?}"));
+        assert!(matches!(answers[1], Response::Refused(Refusal { kind: RefusalKind::AlreadyExists, .. })));
+        assert_eq!(batched.audit, one_by_one.audit, "the same entries, actors and links");
+        assert_eq!(batched.audit.len(), base.audit.len() + 2);
+        assert_eq!(batched.audit.last().unwrap().actor, "bob");
+        let json = |s: &State| serde_json::to_value(s).unwrap();
+        assert_eq!(json(&batched.state), json(&one_by_one.state));
     }
 
     #[test]

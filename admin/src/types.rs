@@ -53,6 +53,8 @@ pub enum Response {
     Ok(serde_json::Value),
     /// Refused by the state machine; nothing changed.
     Refused(Refusal),
+    /// The answers to the changes of an [`Op::Batch`], in their order.
+    Batch(Vec<Response>),
 }
 
 /// A refusal decided deterministically on every node.

@@ -159,3 +159,72 @@ async fn members_join_as_learners_then_voters_and_leave() {
 async fn c_delete(base: &str, path: &str, token: &str) -> u16 {
     http().delete(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().status().as_u16()
 }
+
+/// Changes that arrive together travel in one log entry (group commit), yet each gets its
+/// own answer and its own audit entry, in order, on every node; a lone change keeps an
+/// entry of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_proposed_together_share_an_entry_and_keep_their_own_answers() {
+    use artstore_admin::state::{Op, Policy};
+    use artstore_shared::ErrorCode;
+    use openraft::EntryPayload;
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.leader_among(&[1, 2, 3]).await;
+    let node = c.nodes[&leader].node.clone();
+    let log_before = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let chain_before = node.sm.audit_written().seq;
+    // 96 changes at once: 64 new policies, and 32 that repeat one of them (refused).
+    let now = chrono::Utc::now();
+    let writes = (0..96).map(|i| {
+        let node = node.clone();
+        let policy = Policy {
+            name: format!("group-{}", i % 64),
+            term: "P1Y".into(),
+            mode: "governance".into(),
+            disposition: "review".into(),
+            description: format!("change {i}"),
+            in_use: false,
+            created_at: now,
+            updated_at: now,
+        };
+        async move { node.write(&format!("user-{i}"), None, Op::CreatePolicy { policy }).await.map_err(|e| e.code) }
+    });
+    let answers = futures_util::future::join_all(writes).await;
+    let created = answers.iter().filter(|a| a.is_ok()).count();
+    let refused = answers.iter().filter(|a| matches!(a, Err(ErrorCode::Conflict))).count();
+    assert_eq!((created, refused), (64, 32), "{answers:?}");
+    // Each answer is its own change's: the description names it.
+    for (i, a) in answers.iter().enumerate() {
+        if let Ok(v) = a {
+            assert_eq!(v["description"], format!("change {i}"));
+        }
+    }
+    let entries = node.raft.metrics().borrow().last_log_index.unwrap_or(0) - log_before;
+    assert!(entries < 32, "96 changes took {entries} log entries");
+    // One audit entry per accepted change, each with its own actor, on every node alike.
+    let target = c.applied(leader);
+    c.wait_applied(&[1, 2, 3], target).await;
+    let chain = node.sm.read_audit(chain_before, usize::MAX).unwrap();
+    assert_eq!(chain.len(), 64);
+    let mut actors: Vec<&str> = chain.iter().map(|e| e.actor.as_str()).collect();
+    actors.sort_unstable();
+    actors.dedup();
+    assert_eq!(actors.len(), 64);
+    assert!(chain.windows(2).all(|w| w[0].at <= w[1].at), "times follow the chain");
+    for id in [1, 2, 3] {
+        assert_eq!(c.nodes[&id].node.sm.read_audit(chain_before, usize::MAX).unwrap(), chain, "node {id}");
+        assert_eq!(policy_names(&c, id).iter().filter(|n| n.starts_with("group-")).count(), 64);
+    }
+    // A lone change has an entry of its own.
+    let token = admin_token(&c.url(leader)).await;
+    let r = post_json(&c.url(leader), "/api/v1/retention-policies", &token, policy("alone")).await;
+    assert_eq!(r.status(), 201);
+    let last = node.log.entries().pop().unwrap();
+    match last.payload {
+        EntryPayload::Normal(req) => assert!(matches!(req.op, Op::CreatePolicy { .. }), "{:?}", req.op),
+        other => panic!("{other:?}"),
+    }
+    for n in c.nodes.values_mut() {
+        n.stop().await;
+    }
+}
