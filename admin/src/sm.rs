@@ -74,7 +74,7 @@ pub struct Shared {
     /// Signalled when entries were appended, for the sync thread.
     appended: Condvar,
     /// The last audit entry known durable.
-    synced: tokio::sync::watch::Sender<u64>,
+    synced: AtomicU64,
     /// Set for good when a sync failed: the kernel may have dropped the unsynced pages, so
     /// nothing written since can be called durable until the node restarts.
     sync_failed: Mutex<Option<String>>,
@@ -258,7 +258,7 @@ impl StateMachine {
             data: RwLock::new(data),
             audit: Mutex::new(sink),
             appended: Condvar::new(),
-            synced: tokio::sync::watch::channel(synced).0,
+            synced: AtomicU64::new(synced),
             sync_failed: Mutex::new(None),
             snapshot_file: Mutex::new(on_disk),
             snapshot_seq: AtomicU64::new(0),
@@ -279,7 +279,7 @@ impl StateMachine {
         let handle = self.sink().log.sync_handle();
         if let Some((f, seq)) = handle {
             f.sync_data().map_err(|source| AuditLogError::Io { path: self.audit_dir(), source })?;
-            self.shared.synced.send_if_modified(|s| std::mem::replace(s, (*s).max(seq)) < seq);
+            self.shared.synced.fetch_max(seq, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -353,7 +353,7 @@ fn sync_loop(weak: &Weak<Shared>) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let handle = {
-            let synced = *shared.synced.borrow();
+            let synced = shared.synced.load(Ordering::Relaxed);
             let mut g = shared.audit.lock().unwrap_or_else(|e| e.into_inner());
             if g.log.head().seq <= synced {
                 g = shared.appended.wait_timeout(g, Duration::from_millis(500)).unwrap_or_else(|e| e.into_inner()).0;
@@ -363,12 +363,11 @@ fn sync_loop(weak: &Weak<Shared>) {
         let Some((f, seq)) = handle else { continue };
         match f.sync_data() {
             Ok(()) => {
-                shared.synced.send_if_modified(|s| std::mem::replace(s, (*s).max(seq)) < seq);
+                shared.synced.fetch_max(seq, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::error!(error = %e, dir = %shared.dir.display(), "syncing the audit chain failed; no further change is acknowledged until the node restarts");
                 *shared.sync_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-                shared.synced.send_modify(|_| {});
                 return;
             }
         }
