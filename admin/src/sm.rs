@@ -25,7 +25,7 @@
 //! meanwhile wait in memory behind the gap (the log and the peers still hold them).
 
 use crate::audit_log::{AUDIT_DIR, AuditHead, AuditLog, AuditLogError};
-use crate::log_store::write_atomic;
+use crate::log_store::write_atomic_paced;
 use crate::state::{AuditEntry, State};
 use crate::types::{Entry, LogId, NodeId, Response, StorageError, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -125,10 +125,9 @@ fn load_snapshot(dir: &Path) -> std::io::Result<Option<StoredSnapshot>> {
 
 /// Writes a snapshot file: the metadata line, then the data.
 fn write_snapshot(dir: &Path, meta: &SnapshotMeta<NodeId, BasicNode>, bytes: &[u8]) -> std::io::Result<()> {
-    let mut out = serde_json::to_vec(meta)?;
-    out.push(b'\n');
-    out.extend_from_slice(bytes);
-    write_atomic(dir, SNAPSHOT_FILE, &out, true)
+    let mut head = serde_json::to_vec(meta)?;
+    head.push(b'\n');
+    write_atomic_paced(dir, SNAPSHOT_FILE, &[&head, bytes])
 }
 
 /// The entries of the legacy `audit.jsonl` up to the first unreadable line.
@@ -374,6 +373,19 @@ fn sync_loop(weak: &Weak<Shared>) {
     }
 }
 
+/// Nice value of the snapshot thread: serialising a large state takes seconds of CPU, which
+/// the node's Raft work (heartbeats, appends, applies) gets first.
+const SNAPSHOT_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`SNAPSHOT_NICE`] (on Linux the nice value
+/// is per thread); elsewhere, or when refused, the thread keeps the node's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, SNAPSHOT_NICE) {
+        tracing::debug!(error = %e, "the snapshot thread keeps the normal priority");
+    }
+}
+
 /// Builds a snapshot from a copy of the state taken between two applies.
 pub struct SnapshotBuilder {
     sm: StateMachine,
@@ -391,15 +403,31 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta = SnapshotMeta { last_log_id: d.last_applied, last_membership: d.membership.clone(), snapshot_id: id };
         let (sm, copy) = (self.sm.clone(), std::mem::take(&mut self.copy));
         let meta2 = meta.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
+        let (done, bytes) = tokio::sync::oneshot::channel();
+        let work = move || {
+            lower_priority();
+            let started = std::time::Instant::now();
             let bytes = serde_json::to_vec(&copy).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            let serialised = started.elapsed();
             sm.sync_audit_now().map_err(|e| snap_err(ErrorVerb::Write, e))?;
             crate::test_pause("snapshot");
             sm.persist(&meta2, &bytes)?;
+            tracing::info!(
+                id = %meta2.snapshot_id,
+                bytes = bytes.len(),
+                serialise_ms = serialised.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "snapshot built"
+            );
             Ok::<_, StorageError>(bytes)
-        })
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        };
+        std::thread::Builder::new()
+            .name("snapshot".to_owned())
+            .spawn(move || done.send(work()))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let bytes = bytes.await.map_err(|_| {
+            snap_err(ErrorVerb::Write, std::io::Error::other("the snapshot thread ended without an answer"))
+        })??;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
