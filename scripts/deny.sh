@@ -23,6 +23,7 @@ fi
 if [ ! -d "$SNAPSHOT/crates" ]; then
   # Licences, bans and sources need no database; say loudly what was not checked.
   log "WARNING: no advisory database at $SNAPSHOT (set ARTSTORE_ADVISORY_DB): advisories NOT checked"
+  cargo fetch --locked --quiet
   cargo deny --offline check bans licenses sources
   exit
 fi
@@ -42,5 +43,9 @@ if [ ! -f "$DB/.snapshot" ] || [ "$(cat "$DB/.snapshot")" != "$stamp" ]; then
   )
   echo "$stamp" >"$DB/.snapshot"
 fi
+
+# cargo-deny reads the manifest of every package in Cargo.lock, for every target (Windows,
+# Android, …); a build fetches only the host's. Fetch the rest once (crates.io only).
+cargo fetch --locked --quiet
 
 cargo deny --offline check "$@"
