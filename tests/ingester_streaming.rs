@@ -139,7 +139,15 @@ async fn element_killed_mid_body_answers_502_and_stores_nothing() {
         let (client, base, token) = (client.clone(), base.clone(), token.clone());
         async move { client.post(format!("{base}/api/v1/files")).bearer_auth(&token).multipart(form).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed once the body is reaching it (its part file is in tmp/): on a loaded machine a
+    // fixed delay can kill it before the ingester chose it, and the answer is then a 503 that
+    // names no element (nothing was sent anywhere), not the case this test is about.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(root.join("tmp")).map_or(true, |mut d| d.next().is_none()) {
+        assert!(Instant::now() < deadline, "the upload never reached the element");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     element.kill();
     let r = upload.await.unwrap().expect("the ingester answers");
     let status = r.status().as_u16();
