@@ -8,8 +8,8 @@
 //! checking every link and the head the snapshot names.
 //!
 //! Write protocol: the apply that produced entries appends them to the last segment; a
-//! sync thread of the state machine `fdatasync`s the segment as soon as there is something
-//! new (one sync covers every append before it: group commit). The Raft log, synced on a
+//! sync thread of the state machine `fdatasync`s the segment when there is something new, at
+//! most every 50 ms (one sync covers every append before it: group commit). The Raft log, synced on a
 //! majority before a change commits, is what makes an acknowledged change durable; its
 //! entry here is derived from it.
 //! A new segment is created (and the directory fsynced) only after the previous one is
