@@ -269,12 +269,24 @@ impl Default for VerifierConfig {
     }
 }
 
+/// Most tokens whose signature check is remembered (see [`TokenVerifier::verify`]); the
+/// memory is emptied when full, so it holds at most this many (about 1 KiB each).
+const VERIFIED_MAX: usize = 4096;
+
 /// Verifies tokens against a cached key set.
 pub struct TokenVerifier {
     source: JwksSource,
     config: VerifierConfig,
     clock: Arc<dyn Clock>,
     keys: RwLock<HashMap<String, DecodingKey>>,
+    /// Tokens whose signature and claims checked out against the key set held now, by
+    /// their exact text: a client sends the same token with every request, and an RS256
+    /// check costs more CPU than the rest of a small write. Emptied whenever the key set
+    /// is replaced, so a token is never accepted on a key no longer held.
+    verified: std::sync::Mutex<HashMap<String, Claims>>,
+    /// Bumped whenever the key set is replaced: a check made against an older set is not
+    /// remembered.
+    generation: std::sync::atomic::AtomicU64,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     http: reqwest::Client,
 }
@@ -293,6 +305,8 @@ impl TokenVerifier {
             config,
             clock,
             keys: RwLock::new(HashMap::new()),
+            verified: std::sync::Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             last_refresh: tokio::sync::Mutex::new(None),
             http: crate::tls::http_client().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
         }
@@ -302,7 +316,7 @@ impl TokenVerifier {
     pub async fn load(&self) -> Result<usize, AuthError> {
         let set = self.fetch().await?;
         let n = set.len();
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = set;
+        self.set_keys(set);
         *self.last_refresh.lock().await = Some(Instant::now());
         Ok(n)
     }
@@ -362,7 +376,7 @@ impl TokenVerifier {
         }
         *last = Some(Instant::now());
         let set = self.fetch().await?;
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = set;
+        self.set_keys(set);
         Ok(())
     }
 
@@ -378,13 +392,24 @@ impl TokenVerifier {
         }
         *last = Some(Instant::now());
         match self.fetch().await {
-            Ok(set) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = set,
+            Ok(set) => self.set_keys(set),
             Err(e) => tracing::warn!(error = %e, "key set refresh failed; keeping the keys held"),
         }
     }
 
-    fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).get(kid).cloned()
+    /// Replaces the key set, forgetting every token checked against the old one.
+    fn set_keys(&self, set: HashMap<String, DecodingKey>) {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        *keys = set;
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.verified.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The key held for `kid`, with the generation of the key set it belongs to.
+    fn key(&self, kid: &str) -> Option<(DecodingKey, u64)> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        keys.get(kid).map(|k| (k.clone(), generation))
     }
 
     /// Verifies a compact JWS and returns the caller it names.
@@ -398,22 +423,38 @@ impl TokenVerifier {
         }
         let kid = header.kid.ok_or(AuthError::NoKid)?;
         self.refresh_if_stale().await;
-        let key = match self.key(&kid) {
+        let (key, generation) = match self.key(&kid) {
             Some(k) => k,
             None => {
                 self.refresh_for_unknown_kid().await?;
                 self.key(&kid).ok_or_else(|| AuthError::UnknownKid(kid.clone()))?
             }
         };
-        let mut v = Validation::new(Algorithm::RS256);
-        v.set_issuer(&[&self.config.issuer]);
-        v.set_audience(&[&self.config.audience]);
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Time checks are done below against our clock, so tests can move it.
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let c = data.claims;
+        let remembered = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
+        let c = match remembered {
+            Some(c) => c,
+            None => {
+                let mut v = Validation::new(Algorithm::RS256);
+                v.set_issuer(&[&self.config.issuer]);
+                v.set_audience(&[&self.config.audience]);
+                v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                // Time checks are done below against our clock, so tests can move it.
+                v.validate_exp = false;
+                v.validate_nbf = false;
+                let data =
+                    jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| AuthError::Invalid(e.to_string()))?;
+                // Remembered only if the key set it was checked against is still held (a
+                // refresh may have replaced it meanwhile).
+                let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                    if verified.len() >= VERIFIED_MAX {
+                        verified.clear();
+                    }
+                    verified.insert(token.to_owned(), data.claims.clone());
+                }
+                data.claims
+            }
+        };
         let now = self.clock.now().timestamp();
         let leeway = self.config.leeway.as_secs() as i64;
         if c.exp.saturating_add(leeway) < now {
@@ -699,6 +740,40 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_millis(2500), "one fetch for the burst, not 20: {:?}", t0.elapsed());
         // A key dropped from the set stops working after the next refresh.
         assert!(v.verify(&tok(&a)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_still_expires_and_goes_with_its_key() {
+        let a = LocalSigner::generate().unwrap();
+        let b = LocalSigner::generate().unwrap();
+        let (url, doc) = jwks_server(a.jwks()).await;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let cfg = VerifierConfig {
+            max_key_age: Duration::from_millis(200),
+            min_refresh_interval: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let v = TokenVerifier::new(JwksSource::parse(&url), cfg, clock.clone());
+        let t = a.issue("svc", &["writer".to_owned()], Duration::from_secs(60), clock.now()).unwrap();
+        assert_eq!(v.verify(&t).await.unwrap().subject, "svc");
+        assert!(v.verified.lock().unwrap().contains_key(&t), "a checked token is remembered");
+        assert_eq!(v.verify(&t).await.unwrap().roles, vec!["writer".to_owned()]);
+        // Another signature on the same header and claims is checked, not taken from memory.
+        let (head, sig) = t.rsplit_once('.').unwrap();
+        let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
+        let forged = format!("{head}.{flipped}{}", &sig[1..]);
+        assert!(matches!(v.verify(&forged).await, Err(AuthError::Invalid(_))));
+        assert!(!v.verified.lock().unwrap().contains_key(&forged));
+        // Time still counts for a remembered token.
+        clock.advance(chrono::Duration::seconds(120));
+        assert!(matches!(v.verify(&t).await, Err(AuthError::Invalid(_))));
+        clock.advance(chrono::Duration::seconds(-120));
+        assert!(v.verify(&t).await.is_ok());
+        // Its key leaves the published set: once the set is re-read, the token is refused.
+        *doc.lock().unwrap() = b.jwks();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(matches!(v.verify(&t).await, Err(AuthError::UnknownKid(_))));
+        assert!(v.verified.lock().unwrap().is_empty(), "a new key set forgets every token");
     }
 
     #[tokio::test]
