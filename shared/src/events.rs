@@ -301,9 +301,15 @@ impl KafkaBus {
 
     fn producer(settings: &KafkaSettings) -> Result<rdkafka::producer::FutureProducer, BusError> {
         let mut c = settings.client_config();
+        let timeout = settings.publish_timeout.as_millis().to_string();
+        // A produce request in flight is failed after `request.timeout.ms` (librdkafka's
+        // default: 30 s), not after the message timeout: a broker that stopped mid-request
+        // without closing the connection kept a publish — and the element's `events`
+        // readiness — waiting up to 30 s instead of the publish timeout.
         c.set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", settings.publish_timeout.as_millis().to_string())
+            .set("message.timeout.ms", &timeout)
+            .set("request.timeout.ms", &timeout)
             .set("linger.ms", "5");
         c.create().map_err(|e| BusError::Config(e.to_string()))
     }
