@@ -172,7 +172,10 @@ fn save(root: &Path, saved: &Saved) {
 }
 
 /// Runs the scrub until aborted.
-pub async fn run(store: Arc<Store>, settings: ScrubSettings) {
+/// Puts the settings and what `scrub.json` recorded (damage found, the last pass) into the
+/// element's scrub status. Called before the element serves, so its first `/scrub` answer
+/// after a restart already names the damage known before it.
+pub async fn restore(store: &Arc<Store>, settings: ScrubSettings) {
     let status = store.scrub().clone();
     status.with(|r| {
         r.enabled = settings.interval_secs > 0;
@@ -180,24 +183,30 @@ pub async fn run(store: Arc<Store>, settings: ScrubSettings) {
         r.bytes_per_sec = settings.bytes_per_sec;
     });
     if settings.interval_secs == 0 {
+        return;
+    }
+    let root = store.root().to_owned();
+    let saved = tokio::task::spawn_blocking(move || load(&root)).await.unwrap_or_default();
+    status.problems().extend(saved.problems.into_iter().map(|p| (p.sidecar.clone(), p)));
+    if saved.last_finished_at.is_some() {
+        status.with(|r| {
+            r.last_pass = Some(PassReport {
+                started_at: saved.last_started_at,
+                finished_at: saved.last_finished_at,
+                ..Default::default()
+            })
+        });
+    }
+}
+
+/// The scrub loop, after [`restore`]: a pass every interval, resuming one under way.
+pub async fn run(store: Arc<Store>, settings: ScrubSettings) {
+    let status = store.scrub().clone();
+    if settings.interval_secs == 0 {
         tracing::info!("background scrub is off (scrub_interval_secs = 0)");
         return;
     }
     let root = store.root().to_owned();
-    {
-        let root = root.clone();
-        let saved = tokio::task::spawn_blocking(move || load(&root)).await.unwrap_or_default();
-        status.problems().extend(saved.problems.into_iter().map(|p| (p.sidecar.clone(), p)));
-        if saved.last_finished_at.is_some() {
-            status.with(|r| {
-                r.last_pass = Some(PassReport {
-                    started_at: saved.last_started_at,
-                    finished_at: saved.last_finished_at,
-                    ..Default::default()
-                })
-            });
-        }
-    }
     let interval = chrono::Duration::seconds(settings.interval_secs.min(i64::MAX as u64 / 2000) as i64);
     loop {
         let saved = {

@@ -113,13 +113,13 @@ impl Element {
         let interval = Duration::from_secs(self.cfg.disposition_interval_secs.max(1));
         let worker = tokio::spawn(disposition_worker(store.clone(), interval));
         let metrics = tokio::spawn(crate::metrics::run(store.clone(), self.health.clone()));
-        let scrub = tokio::spawn(crate::scrub::run(
-            store.clone(),
-            crate::scrub::ScrubSettings {
-                interval_secs: self.cfg.scrub_interval_secs,
-                bytes_per_sec: self.cfg.scrub_bytes_per_sec,
-            },
-        ));
+        let scrub_settings = crate::scrub::ScrubSettings {
+            interval_secs: self.cfg.scrub_interval_secs,
+            bytes_per_sec: self.cfg.scrub_bytes_per_sec,
+        };
+        // Known damage is in the status before the first request is served.
+        crate::scrub::restore(&store, scrub_settings).await;
+        let scrub = tokio::spawn(crate::scrub::run(store.clone(), scrub_settings));
         let heartbeat = match &self.cfg.redis {
             Some(redis) => {
                 let id = match &self.cfg.element_id {
