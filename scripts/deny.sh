@@ -20,10 +20,13 @@ if ! cargo deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
   cargo install --locked --quiet cargo-deny --version "$DENY_VERSION"
 fi
 
+# cargo-deny reads the manifest of every package in Cargo.lock, for every target (Windows,
+# Android, …); a build fetches only the host's. Fetch the rest once (crates.io only).
+cargo fetch --locked --quiet
+
 if [ ! -d "$SNAPSHOT/crates" ]; then
   # Licences, bans and sources need no database; say loudly what was not checked.
   log "WARNING: no advisory database at $SNAPSHOT (set ARTSTORE_ADVISORY_DB): advisories NOT checked"
-  cargo fetch --locked --quiet
   cargo deny --offline check bans licenses sources
   exit
 fi
@@ -43,9 +46,5 @@ if [ ! -f "$DB/.snapshot" ] || [ "$(cat "$DB/.snapshot")" != "$stamp" ]; then
   )
   echo "$stamp" >"$DB/.snapshot"
 fi
-
-# cargo-deny reads the manifest of every package in Cargo.lock, for every target (Windows,
-# Android, …); a build fetches only the host's. Fetch the rest once (crates.io only).
-cargo fetch --locked --quiet
 
 cargo deny --offline check "$@"

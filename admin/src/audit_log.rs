@@ -9,8 +9,8 @@
 //!
 //! Write protocol: the apply that produced entries appends them to the last segment; a
 //! sync thread of the state machine `fdatasync`s the segment when there is something new, at
-//! most every 50 ms (one sync covers every append before it: group commit). The Raft log, synced on a
-//! majority before a change commits, is what makes an acknowledged change durable; its
+//! most every 50 ms (one sync covers every append before it: group commit). The Raft log,
+//! synced on a majority before a change commits, is what makes an acknowledged change durable; its
 //! entry here is derived from it.
 //! A new segment is created (and the directory fsynced) only after the previous one is
 //! synced. Recovery on open: the last segment's torn tail

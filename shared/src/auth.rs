@@ -16,6 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -286,7 +287,7 @@ pub struct TokenVerifier {
     verified: std::sync::Mutex<HashMap<String, Claims>>,
     /// Bumped whenever the key set is replaced: a check made against an older set is not
     /// remembered.
-    generation: std::sync::atomic::AtomicU64,
+    generation: AtomicU64,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     http: reqwest::Client,
 }
@@ -306,7 +307,7 @@ impl TokenVerifier {
             clock,
             keys: RwLock::new(HashMap::new()),
             verified: std::sync::Mutex::new(HashMap::new()),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             last_refresh: tokio::sync::Mutex::new(None),
             http: crate::tls::http_client().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
         }
@@ -401,15 +402,46 @@ impl TokenVerifier {
     fn set_keys(&self, set: HashMap<String, DecodingKey>) {
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         *keys = set;
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.verified.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// The key held for `kid`, with the generation of the key set it belongs to.
     fn key(&self, kid: &str) -> Option<(DecodingKey, u64)> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self.generation.load(Ordering::SeqCst);
         keys.get(kid).map(|k| (k.clone(), generation))
+    }
+
+    /// Checks the token's signature with the key held for `kid` (reading the key set again
+    /// for an unknown one) and its issuer, audience and required claims; remembers it.
+    async fn check_signature(&self, token: &str, kid: &str) -> Result<Claims, AuthError> {
+        let (key, generation) = match self.key(kid) {
+            Some(k) => k,
+            None => {
+                self.refresh_for_unknown_kid().await?;
+                self.key(kid).ok_or_else(|| AuthError::UnknownKid(kid.to_owned()))?
+            }
+        };
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_issuer(&[&self.config.issuer]);
+        v.set_audience(&[&self.config.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Time checks are done by the caller against our clock, so tests can move it.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| AuthError::Invalid(e.to_string()))?.claims;
+        // Remembered only if the key set it was checked against is still held (a refresh
+        // may have replaced it meanwhile).
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::SeqCst) == generation {
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+            verified.insert(token.to_owned(), claims.clone());
+        }
+        Ok(claims)
     }
 
     /// Verifies a compact JWS and returns the caller it names.
@@ -423,37 +455,12 @@ impl TokenVerifier {
         }
         let kid = header.kid.ok_or(AuthError::NoKid)?;
         self.refresh_if_stale().await;
-        let (key, generation) = match self.key(&kid) {
-            Some(k) => k,
-            None => {
-                self.refresh_for_unknown_kid().await?;
-                self.key(&kid).ok_or_else(|| AuthError::UnknownKid(kid.clone()))?
-            }
-        };
+        // A remembered token was checked against the key set held now (replacing the set
+        // forgets every token), so its key is still held.
         let remembered = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
         let c = match remembered {
             Some(c) => c,
-            None => {
-                let mut v = Validation::new(Algorithm::RS256);
-                v.set_issuer(&[&self.config.issuer]);
-                v.set_audience(&[&self.config.audience]);
-                v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-                // Time checks are done below against our clock, so tests can move it.
-                v.validate_exp = false;
-                v.validate_nbf = false;
-                let data =
-                    jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| AuthError::Invalid(e.to_string()))?;
-                // Remembered only if the key set it was checked against is still held (a
-                // refresh may have replaced it meanwhile).
-                let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-                if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
-                    if verified.len() >= VERIFIED_MAX {
-                        verified.clear();
-                    }
-                    verified.insert(token.to_owned(), data.claims.clone());
-                }
-                data.claims
-            }
+            None => self.check_signature(token, &kid).await?,
         };
         let now = self.clock.now().timestamp();
         let leeway = self.config.leeway.as_secs() as i64;

@@ -171,7 +171,6 @@ fn save(root: &Path, saved: &Saved) {
     }
 }
 
-/// Runs the scrub until aborted.
 /// Puts the settings and what `scrub.json` recorded (damage found, the last pass) into the
 /// element's scrub status. Called before the element serves, so its first `/scrub` answer
 /// after a restart already names the damage known before it.
