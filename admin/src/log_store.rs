@@ -7,6 +7,14 @@
 //! corrupt tail (a crash mid-append) is cut off at the last whole record, which is safe
 //! because an append is acknowledged only after `fdatasync`. When purged records make up most
 //! of the file it is rewritten (temp file, fsync, rename, directory fsync).
+//!
+//! The file is kept zero-filled (written and synced) a few MiB ahead of its last record, so
+//! an append overwrites blocks the file already has and its `fdatasync` writes the data
+//! alone: appending past the end would change the file's size with every record and make
+//! each sync write the inode too (a second disk write, in series with the first). A zero
+//! frame ends the replay exactly as the end of the file does (its empty payload is no
+//! record), so the format is unchanged: a file without zeros is read as before, and one
+//! with them by older versions too.
 
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -28,6 +36,11 @@ const COMPACT_MIN_BYTES: u64 = 4 << 20;
 /// A log sync at least this slow is logged: the node sends and answers no heartbeat
 /// meanwhile (openraft 0.9 waits for each flush), so a few of them make an election.
 const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(150);
+/// Zero-filled bytes kept ahead of the last record, at least ...
+const ZEROED_AHEAD: u64 = 2 << 20;
+/// ... added this much at a time (written and synced between two log syncs; about 2 ms
+/// here).
+const ZERO_CHUNK: usize = 1 << 20;
 
 #[derive(Serialize, Deserialize)]
 enum Record {
@@ -39,7 +52,10 @@ enum Record {
 struct Inner {
     dir: PathBuf,
     file: Arc<File>,
+    /// Where the next record goes: the end of the last whole record.
     file_len: u64,
+    /// The file's size on disk: `file_len` and the zero-filled bytes after it.
+    allocated: u64,
     log: BTreeMap<u64, Entry>,
     /// Bytes of the records of entries still in `log`, for the compaction rule.
     live_bytes: BTreeMap<u64, u64>,
@@ -61,18 +77,24 @@ pub struct LogStore {
     flusher: Arc<Flusher>,
 }
 
+/// What to call once an append is durable (or failed to be).
+type Flushed = Box<dyn FnOnce(std::io::Result<()>) + Send>;
+
 /// Appends written but not yet synced: the file each went to and openraft's callback.
 /// A flusher thread syncs once for everything pending (group commit) and then answers
 /// every callback, so concurrent appends share one `fdatasync`.
 struct Flusher {
-    pending: Mutex<Vec<(Arc<File>, LogFlushed<TypeConfig>)>>,
+    pending: Mutex<Vec<(Arc<File>, Flushed)>>,
     wake: std::sync::Condvar,
 }
 
 /// The flusher thread's loop; ends with the log store.
-fn flush_loop(weak: &std::sync::Weak<Flusher>) {
+fn flush_loop(weak: &std::sync::Weak<Flusher>, inner: &std::sync::Weak<Mutex<Inner>>) {
     loop {
         let Some(fl) = weak.upgrade() else { return };
+        if let Some(inner) = inner.upgrade() {
+            zero_ahead(&inner);
+        }
         let batch = {
             let mut g = fl.pending.lock().unwrap_or_else(|e| e.into_inner());
             if g.is_empty() {
@@ -104,11 +126,36 @@ fn flush_loop(weak: &std::sync::Weak<Flusher>) {
             );
         }
         for (_, callback) in batch {
-            callback.log_io_completed(match &failed {
+            callback(match &failed {
                 None => Ok(()),
                 Some((kind, msg)) => Err(std::io::Error::new(*kind, msg.clone())),
             });
         }
+    }
+}
+
+/// Extends the file by one zero-filled chunk, synced, when fewer than [`ZEROED_AHEAD`]
+/// bytes are left after the last record. Runs on the flusher thread between two log syncs,
+/// so a log sync never has the zeros to write back. The zeros are written under the lock
+/// (appends write below `allocated` or move it past themselves, so the two never overlap)
+/// and synced after it.
+fn zero_ahead(inner: &Mutex<Inner>) {
+    use std::os::unix::fs::FileExt as _;
+    let file = {
+        let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.allocated.saturating_sub(g.file_len) >= ZEROED_AHEAD {
+            return;
+        }
+        if let Err(e) = g.file.write_all_at(&[0; ZERO_CHUNK], g.allocated) {
+            tracing::warn!(error = %e, "could not zero-fill the raft log ahead; appends grow the file instead");
+            return;
+        }
+        g.allocated += ZERO_CHUNK as u64;
+        g.file.clone()
+    };
+    if let Err(e) = file.sync_data() {
+        // Appends are unaffected: each is synced on its own before it is acknowledged.
+        tracing::warn!(error = %e, "could not sync the raft log's zero-filled tail");
     }
 }
 
@@ -215,14 +262,19 @@ impl LogStore {
     pub fn open(dir: &Path) -> std::io::Result<LogStore> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG_FILE);
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
         let (records, valid) = decode_all(&buf);
-        if valid < buf.len() as u64 {
+        let mut allocated = buf.len() as u64;
+        // Zeros after the last record are the file's zero-filled tail, kept; anything else
+        // is a torn or corrupt record and goes, zeros after it included, so that no part
+        // of it can ever line up behind a later record.
+        if buf[valid as usize..].iter().any(|&b| b != 0) {
             tracing::warn!(file = %path.display(), kept = valid, cut = buf.len() as u64 - valid, "cutting a torn tail off the raft log");
             file.set_len(valid)?;
             file.sync_all()?;
+            allocated = valid;
         }
         let mut log = BTreeMap::new();
         let mut live_bytes = BTreeMap::new();
@@ -255,25 +307,22 @@ impl LogStore {
         let vote = read_json(&dir.join(VOTE_FILE))?;
         // The committed id is a hint (openraft re-derives it); a damaged file is ignored.
         let committed = read_json(&dir.join(COMMITTED_FILE)).ok().flatten();
-        Ok(LogStore {
-            inner: Arc::new(Mutex::new(Inner {
-                dir: dir.to_owned(),
-                file: Arc::new(file),
-                file_len: valid,
-                log,
-                live_bytes,
-                last_purged,
-                vote,
-                committed,
-                committed_file: None,
-            })),
-            flusher: {
-                let fl = Arc::new(Flusher { pending: Mutex::new(Vec::new()), wake: std::sync::Condvar::new() });
-                let weak = Arc::downgrade(&fl);
-                std::thread::Builder::new().name("raft-log-sync".to_owned()).spawn(move || flush_loop(&weak))?;
-                fl
-            },
-        })
+        let inner = Arc::new(Mutex::new(Inner {
+            dir: dir.to_owned(),
+            file: Arc::new(file),
+            file_len: valid,
+            allocated,
+            log,
+            live_bytes,
+            last_purged,
+            vote,
+            committed,
+            committed_file: None,
+        }));
+        let flusher = Arc::new(Flusher { pending: Mutex::new(Vec::new()), wake: std::sync::Condvar::new() });
+        let (weak, weak_inner) = (Arc::downgrade(&flusher), Arc::downgrade(&inner));
+        std::thread::Builder::new().name("raft-log-sync".to_owned()).spawn(move || flush_loop(&weak, &weak_inner))?;
+        Ok(LogStore { inner, flusher })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -298,8 +347,10 @@ impl LogStore {
 
 impl Inner {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        (&*self.file).write_all(bytes)?;
+        use std::os::unix::fs::FileExt as _;
+        self.file.write_all_at(bytes, self.file_len)?;
         self.file_len += bytes.len() as u64;
+        self.allocated = self.allocated.max(self.file_len);
         Ok(())
     }
 
@@ -313,9 +364,10 @@ impl Inner {
             out.extend(frame(&Record::Entry(Box::new(e.clone()))));
         }
         write_atomic(&self.dir, LOG_FILE, &out, true)?;
-        let file = OpenOptions::new().read(true).append(true).open(self.dir.join(LOG_FILE))?;
+        let file = OpenOptions::new().read(true).write(true).open(self.dir.join(LOG_FILE))?;
         self.file = Arc::new(file);
         self.file_len = out.len() as u64;
+        self.allocated = self.file_len;
         Ok(())
     }
 }
@@ -326,6 +378,34 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(self.lock().log.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl LogStore {
+    /// Writes `entries` and hands them to the flusher, which calls `callback` once they
+    /// are durable.
+    fn append_then<I>(&mut self, entries: I, callback: Flushed) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let file = {
+            let mut g = self.lock();
+            let mut buf = Vec::new();
+            let mut sized = Vec::new();
+            for e in entries {
+                let f = frame(&Record::Entry(Box::new(e.clone())));
+                sized.push((e.log_id.index, f.len() as u64));
+                buf.extend_from_slice(&f);
+                g.log.insert(e.log_id.index, e);
+            }
+            g.live_bytes.extend(sized);
+            g.write(&buf).map_err(|e| logs_err(ErrorVerb::Write, e))?;
+            g.file.clone()
+        };
+        // The flush runs off the Raft task; the callback tells openraft when it is durable.
+        self.flusher.pending.lock().unwrap_or_else(|e| e.into_inner()).push((file, callback));
+        self.flusher.wake.notify_one();
+        Ok(())
     }
 }
 
@@ -383,24 +463,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let file = {
-            let mut g = self.lock();
-            let mut buf = Vec::new();
-            let mut sized = Vec::new();
-            for e in entries {
-                let f = frame(&Record::Entry(Box::new(e.clone())));
-                sized.push((e.log_id.index, f.len() as u64));
-                buf.extend_from_slice(&f);
-                g.log.insert(e.log_id.index, e);
-            }
-            g.live_bytes.extend(sized);
-            g.write(&buf).map_err(|e| logs_err(ErrorVerb::Write, e))?;
-            g.file.clone()
-        };
-        // The flush runs off the Raft task; the callback tells openraft when it is durable.
-        self.flusher.pending.lock().unwrap_or_else(|e| e.into_inner()).push((file, callback));
-        self.flusher.wake.notify_one();
-        Ok(())
+        self.append_then(entries, Box::new(move |r| callback.log_io_completed(r)))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -461,11 +524,10 @@ mod tests {
         assert_eq!(ids, vec![(1, 3), (2, 4)]);
         assert_eq!(store.last_purged().map(|l| l.index), Some(2));
         assert_eq!(store.file_len(), valid);
-        assert_eq!(
-            std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len(),
-            valid,
-            "the torn tail is cut off on disk"
-        );
+        let on_disk = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(on_disk[..valid as usize], bytes[..valid as usize]);
+        assert!(on_disk[valid as usize..].iter().all(|&b| b == 0), "the torn tail is cut off on disk");
+        drop(store);
 
         // A flipped bit in a record stops the replay there too.
         let mut bad = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
@@ -480,6 +542,69 @@ mod tests {
             "the purge record failed its checksum; replay stops before it"
         );
         assert_eq!(store.last_purged(), None);
+    }
+
+    fn ids(store: &LogStore) -> Vec<u64> {
+        store.entries().iter().map(|e| e.log_id.index).collect()
+    }
+
+    /// Appends `entries` and waits for their sync.
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.append_then(entries, Box::new(move |r| drop(tx.send(r)))).unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn appends_overwrite_the_zero_filled_tail_and_a_reopen_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        append(&mut store, (1..=3).map(|i| entry(1, i)).collect()).await;
+        // The flusher zero-fills ahead of the records, in its own time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < store.file_len() + ZEROED_AHEAD {
+            assert!(std::time::Instant::now() < deadline, "the log was never zero-filled ahead");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        append(&mut store, (4..=6).map(|i| entry(1, i)).collect()).await;
+        let data = store.file_len();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            size >= data + ZEROED_AHEAD - ZERO_CHUNK as u64,
+            "the later appends went into the zeros ({data} of {size})"
+        );
+        drop(store);
+
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(ids(&store), (1..=6).collect::<Vec<_>>());
+        assert_eq!(store.file_len(), data, "the next record goes right after the last");
+        assert!(std::fs::metadata(&path).unwrap().len() >= size, "a zero tail is no torn tail: it is kept");
+        append(&mut store, vec![entry(2, 7)]).await;
+        drop(store);
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(ids(&store), (1..=7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_torn_record_goes_with_every_byte_after_it() {
+        // A crash between two syncs can leave a later record on disk behind a torn one
+        // (pages reach the disk in any order). Both go, so that the later one can never
+        // be read as the record after one appended in the torn one's place.
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = frame(&Record::Entry(Box::new(entry(1, 1))));
+        let valid = bytes.len();
+        let torn = frame(&Record::Entry(Box::new(entry(1, 2))));
+        bytes.extend(vec![0; torn.len() - 5]);
+        bytes.extend(&torn[torn.len() - 5..]);
+        bytes.extend(frame(&Record::Entry(Box::new(entry(1, 3)))));
+        bytes.extend(vec![0; 4096]);
+        std::fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(ids(&store), vec![1]);
+        assert_eq!(store.file_len(), valid as u64);
+        let on_disk = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        assert!(on_disk[valid..].iter().all(|&b| b == 0), "nothing of the torn record or the one after it is left");
     }
 
     #[test]
