@@ -4,6 +4,8 @@
 //! log → applied) in consecutive rounds after a history pre-load, the leader changes during
 //! that load, and the failover time from a leader SIGKILL to the first acknowledged write.
 //! The floor under any durable commit, also measured, is one 200-byte append + fdatasync.
+//! The two systems take turns round by round, so that a slow spell of a shared host (each
+//! round prints the CPU steal during it) falls on both alike.
 
 mod etcd;
 mod load;
@@ -359,33 +361,49 @@ async fn bench(args: &AdminBenchArgs, dir: &Path) -> anyhow::Result<()> {
     let mut series = Vec::new();
     for &clients in &args.clients {
         let pool = load::clients(clients)?;
-        println!("load       artstore, {clients} clients, {} rounds of {} s", args.rounds, args.seconds);
-        let mut s =
-            Series { system: "artstore", clients, seconds: args.seconds, rounds: Vec::new(), leader_changes: 0 };
+        let alternating = if etcd.is_some() { ", artstore and etcd rounds alternating" } else { "" };
+        println!("load       {clients} clients, {} rounds of {} s per system{alternating}", args.rounds, args.seconds);
+        let series_of =
+            |system| Series { system, clients, seconds: args.seconds, rounds: Vec::new(), leader_changes: 0 };
+        let mut a = series_of("artstore");
+        let mut e = etcd.as_ref().map(|_| series_of("etcd"));
         for round in 1..=args.rounds {
-            let before = admin.wait_leader(&http, &tok).await?;
-            let w = ArtStoreWriter { url: admin.url(before.id), tok: tok.clone() };
-            let r = load::round(&w, &pool, args.seconds, &format!("c{clients}-r{round}")).await?;
-            let after = admin.wait_leader(&http, &tok).await?;
-            s.leader_changes += leader_changes(before, after);
-            println!("  round {round}/{}  {}", args.rounds, r.figures());
-            s.rounds.push(r);
-        }
-        series.push(s);
-        if let Some(etcd) = &etcd {
-            println!("load       etcd, {clients} clients, {} rounds of {} s", args.rounds, args.seconds);
-            let mut s =
-                Series { system: "etcd", clients, seconds: args.seconds, rounds: Vec::new(), leader_changes: 0 };
-            for round in 1..=args.rounds {
-                let (url, before) = etcd.wait_leader(&http).await?;
-                let r = load::round(&etcd.writer(&url), &pool, args.seconds, &format!("c{clients}-r{round}")).await?;
-                let (_, after) = etcd.wait_leader(&http).await?;
-                s.leader_changes += leader_changes(before, after);
-                println!("  round {round}/{}  {}", args.rounds, r.figures());
+            // The two systems take turns, round by round, so that a slower or faster spell of
+            // the machine (a virtual machine's neighbours come and go) falls on both alike;
+            // which goes first alternates too. Each system's rounds still follow one another
+            // with nothing written to it in between: its history grows round by round.
+            let etcd_first = round % 2 == 0;
+            for turn in [etcd_first, !etcd_first] {
+                let steal = host_steal();
+                let (s, r) = match (turn, &etcd, &mut e) {
+                    (true, Some(etcd), Some(s)) => {
+                        let (url, before) = etcd.wait_leader(&http).await?;
+                        let r = load::round(&etcd.writer(&url), &pool, args.seconds, &format!("c{clients}-r{round}"))
+                            .await?;
+                        let (_, after) = etcd.wait_leader(&http).await?;
+                        s.leader_changes += leader_changes(before, after);
+                        (s, r)
+                    }
+                    (true, _, _) => continue,
+                    (false, _, _) => {
+                        let before = admin.wait_leader(&http, &tok).await?;
+                        let w = ArtStoreWriter { url: admin.url(before.id), tok: tok.clone() };
+                        let r = load::round(&w, &pool, args.seconds, &format!("c{clients}-r{round}")).await?;
+                        let after = admin.wait_leader(&http, &tok).await?;
+                        a.leader_changes += leader_changes(before, after);
+                        (&mut a, r)
+                    }
+                };
+                let steal = match (steal, host_steal()) {
+                    (Some(b), Some(e)) => format!("  host steal {:.1} s", e.saturating_sub(b).as_secs_f64()),
+                    _ => String::new(),
+                };
+                println!("  round {round}/{}  {:<8}  {}{steal}", args.rounds, s.system, r.figures());
                 s.rounds.push(r);
             }
-            series.push(s);
         }
+        series.push(a);
+        series.extend(e);
     }
 
     println!();
@@ -441,6 +459,17 @@ async fn preload_history(
         );
     }
     Ok(())
+}
+
+/// CPU time the hypervisor gave to others while this machine's CPUs wanted it (`steal` in
+/// `/proc/stat`, all CPUs), when the kernel reports it: a round with much of it ran on a
+/// busier host, whichever system it measured.
+fn host_steal() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: u64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(Duration::from_millis(ticks * 1000 / per_second))
 }
 
 /// The comparison line of one client count: ArtStore against the goals, etcd its yardstick.
