@@ -248,6 +248,15 @@ async fn reader(load: Arc<Load>) {
                     let mut rec = load.rec.lock().unwrap();
                     match b {
                         Ok(b) if b.len() == a.size && sha256_hex(&b) == a.sha256 => rec.reads_ok += 1,
+                        // A process streaming the body was killed mid-way: the client sees the
+                        // body end before its declared length and keeps none of it. That is the
+                        // one thing HTTP can do then, and a clear failure; bytes that arrive
+                        // whole but differ, or a cut with nothing killed, are not.
+                        Err(e) if e.is_body() && streams_bodies(&rec.phase) => {
+                            let phase = rec.phase.clone();
+                            let kind = format!("read from {} 200, body cut short", a.element_id);
+                            *rec.clear.entry(phase).or_default().entry(kind).or_default() += 1;
+                        }
                         other => {
                             let phase = rec.phase.clone();
                             rec.unclear.push(format!("[{phase}] read {}: 200 but {other:?}", a.file_id));
@@ -259,6 +268,12 @@ async fn reader(load: Arc<Load>) {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+}
+
+/// Whether the part killed in `phase` is on a download's path (the query role, which
+/// streams it, or an element, which it streams from).
+fn streams_bodies(phase: &str) -> bool {
+    phase == "query" || phase.starts_with("se-")
 }
 
 /// The admin node (`admin-N`) the cluster's Raft group follows now.
