@@ -373,9 +373,9 @@ async fn bench(args: &AdminBenchArgs, dir: &Path) -> anyhow::Result<()> {
             // which goes first alternates too. Each system's rounds still follow one another
             // with nothing written to it in between: its history grows round by round.
             let etcd_first = round % 2 == 0;
-            for turn in [etcd_first, !etcd_first] {
+            for etcd_turn in [etcd_first, !etcd_first] {
                 let steal = host_steal();
-                let (s, r) = match (turn, &etcd, &mut e) {
+                let (s, r) = match (etcd_turn, &etcd, &mut e) {
                     (true, Some(etcd), Some(s)) => {
                         let (url, before) = etcd.wait_leader(&http).await?;
                         let r = load::round(&etcd.writer(&url), &pool, args.seconds, &format!("c{clients}-r{round}"))
@@ -384,6 +384,7 @@ async fn bench(args: &AdminBenchArgs, dir: &Path) -> anyhow::Result<()> {
                         s.leader_changes += leader_changes(before, after);
                         (s, r)
                     }
+                    // No etcd: artstore's rounds only.
                     (true, _, _) => continue,
                     (false, _, _) => {
                         let before = admin.wait_leader(&http, &tok).await?;

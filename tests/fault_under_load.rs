@@ -64,7 +64,8 @@ struct Record {
     /// 5xx or a broken connection), with the phase of the first: the archive may hold a copy
     /// the client never saw.
     uncertain: BTreeMap<String, String>,
-    /// Clear errors (503 problem+json) by phase and by what they said.
+    /// Clear errors (503 problem+json, or a body cut short by a kill on its path) by phase
+    /// and by what they said.
     clear: BTreeMap<String, BTreeMap<String, u64>>,
     /// Every other failure, in full.
     unclear: Vec<String>,
@@ -74,6 +75,13 @@ struct Record {
     reads_ok: u64,
     last_upload_ok: Option<Instant>,
     last_search_ok: Option<Instant>,
+}
+
+impl Record {
+    /// Counts a clear error under the current phase.
+    fn count_clear(&mut self, what: String) {
+        *self.clear.entry(self.phase.clone()).or_default().entry(what).or_default() += 1;
+    }
 }
 
 struct Load {
@@ -109,8 +117,7 @@ impl Load {
         };
         let mut rec = self.rec.lock().unwrap();
         if clear {
-            let phase = rec.phase.clone();
-            *rec.clear.entry(phase).or_default().entry(format!("{what} {detail}")).or_default() += 1;
+            rec.count_clear(format!("{what} {detail}"));
         } else {
             let phase = rec.phase.clone();
             rec.unclear.push(format!("[{phase}] {what}: {detail}"));
@@ -253,9 +260,7 @@ async fn reader(load: Arc<Load>) {
                         // one thing HTTP can do then, and a clear failure; bytes that arrive
                         // whole but differ, or a cut with nothing killed, are not.
                         Err(e) if e.is_body() && streams_bodies(&rec.phase) => {
-                            let phase = rec.phase.clone();
-                            let kind = format!("read from {} 200, body cut short", a.element_id);
-                            *rec.clear.entry(phase).or_default().entry(kind).or_default() += 1;
+                            rec.count_clear(format!("read from {} 200, body cut short", a.element_id));
                         }
                         other => {
                             let phase = rec.phase.clone();
