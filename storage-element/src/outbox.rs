@@ -99,8 +99,13 @@ pub async fn run(
     let mut pending_position = cp.position;
     let mut backoff = Duration::from_millis(200);
     let mut failing = false;
+    // The mode as it was just before the last read of the WAL: every commit made before
+    // that mode took effect is then in what was read, so announcing it once those are
+    // published keeps a mode change behind the changes that preceded it.
+    let mut mode_before_read = store.mode().as_str().to_owned();
     loop {
         if pending.is_empty() {
+            mode_before_read = store.mode().as_str().to_owned();
             let records = match tail.read_new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -179,9 +184,9 @@ pub async fn run(
                 state.published.store(cp.position, Ordering::SeqCst);
             }
         }
-        // Mode changes: announced when the element's mode differs from the last announced
-        // (after the commits read so far, which a mode change drains first).
-        let mode = store.mode().as_str().to_owned();
+        // Mode changes: announced when the element's mode differs from the last announced,
+        // once the commits read after the mode was seen are published.
+        let mode = mode_before_read.clone();
         if cp.mode.as_deref() != Some(mode.as_str()) && pending.is_empty() {
             let e = Event {
                 kind: "mode_changed".into(),

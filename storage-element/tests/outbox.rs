@@ -97,3 +97,36 @@ async fn every_change_is_an_event_named_for_it() {
     assert!(sub.next(Duration::from_millis(300)).await.unwrap().is_none(), "nothing sent twice");
     relay.abort();
 }
+
+/// A mode change is announced after every change made before it, however the relay's
+/// polling falls: a change committed just before the mode moved is never announced after
+/// the new mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mode_change_is_announced_after_the_changes_made_before_it() {
+    for round in 0..30 {
+        let h = Harness::with(|c| c.initial_mode = artstore_storage_element::ElementMode::Edit).await;
+        let bus = Arc::new(InProcessBus::default());
+        let relay = tokio::spawn(artstore_storage_element::outbox::run(
+            h.store.clone(),
+            bus.clone(),
+            "se-1".into(),
+            Health::new(),
+            h.store.outbox().clone(),
+        ));
+        let mut sub = bus.subscribe("test").await.unwrap();
+        assert_eq!(collect(&mut sub, 1).await[0].mode.as_deref(), Some("edit"));
+        for mode in ["rw", "ro"] {
+            let f = h.upload(&format!("{round}-{mode}.txt"), b"x", &[]).await;
+            assert!(h.set_mode(mode).await.status.is_success());
+            let got = collect(&mut sub, 2).await;
+            let seen: Vec<(String, Option<String>)> = got.iter().map(|e| (e.kind.clone(), e.mode.clone())).collect();
+            assert_eq!(
+                seen,
+                [("ingested".to_owned(), None), ("mode_changed".to_owned(), Some(mode.to_owned()))],
+                "round {round}"
+            );
+            assert_eq!(got[0].file_id.unwrap().to_string(), f["file_id"].as_str().unwrap());
+        }
+        relay.abort();
+    }
+}
