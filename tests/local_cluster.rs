@@ -377,6 +377,9 @@ async fn whole_system_restore_drill_rebuilds_everything_from_the_files() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let gone = upload(&http, &front, &token, "gone.txt", "orchard mistake", None).await;
     let gone_id = gone["file_id"].as_str().unwrap();
+    // Indexed before it is deleted: the search that waits for exactly the live documents
+    // below then also waits for the deletion, not just for an index that has not seen it yet.
+    search_finds(&http, &front, &token, "mistake", &[gone_id]).await;
     let r = http.delete(format!("{front}/api/v1/files/{gone_id}")).bearer_auth(&token).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     let live: Vec<&str> = [&kept, &temp, &v1, &v2, &held].iter().map(|v| v["file_id"].as_str().unwrap()).collect();
