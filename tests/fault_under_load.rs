@@ -259,7 +259,7 @@ async fn reader(load: Arc<Load>) {
                         // body end before its declared length and keeps none of it. That is the
                         // one thing HTTP can do then, and a clear failure; bytes that arrive
                         // whole but differ, or a cut with nothing killed, are not.
-                        Err(e) if e.is_body() && streams_bodies(&rec.phase) => {
+                        Err(e) if cut_short(&e) && streams_bodies(&rec.phase) => {
                             rec.count_clear(format!("read from {} 200, body cut short", a.element_id));
                         }
                         other => {
@@ -273,6 +273,22 @@ async fn reader(load: Arc<Load>) {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+}
+
+/// Whether a body ended before its declared length. The client says so in more than one
+/// way: a body error, or (reading the whole body) a decode error around the connection's
+/// unexpected end; the cause chain holds either.
+fn cut_short(e: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let body = err.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_body);
+        let eof = err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if body || eof {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Whether the part killed in `phase` is on a download's path (the query role, which
@@ -687,4 +703,33 @@ async fn every_dependency_killed_under_load_loses_nothing_and_converges() {
     assert!(rec.unclear.is_empty(), "{} unclear errors:\n{}", rec.unclear.len(), rec.unclear.join("\n"));
     assert!(rec.acked.len() >= faults.len() * 2, "too little load: {} uploads", rec.acked.len());
     eprintln!("fault drill took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// The drill's one allowance for a download — a body that ends before its declared length —
+/// is recognised however the client reports it, and nothing else passes for it.
+#[tokio::test]
+async fn a_body_cut_short_is_told_from_other_failures() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // First answer: 100 bytes declared, 10 sent, then the connection closes. Second: whole.
+        for (declared, sent) in [(100, 10), (10, 10)] {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {declared}\r\nconnection: close\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&vec![b'x'; sent]).await.unwrap();
+            s.shutdown().await.unwrap();
+        }
+    });
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/content");
+    let cut = http.get(&url).send().await.unwrap().bytes().await.unwrap_err();
+    assert!(cut_short(&cut), "{cut:?}");
+    assert_eq!(http.get(&url).send().await.unwrap().bytes().await.unwrap().len(), 10);
+    // No answer at all (nothing listens any more) is not a cut body.
+    let refused = http.get(&url).send().await.unwrap_err();
+    assert!(!cut_short(&refused), "{refused:?}");
 }
