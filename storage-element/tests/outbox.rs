@@ -23,17 +23,22 @@ async fn collect(sub: &mut Box<dyn artstore_shared::events::Subscription>, n: us
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_change_is_an_event_named_for_it() {
-    let h = Harness::with(|c| c.initial_mode = artstore_storage_element::ElementMode::Edit).await;
-    let bus = Arc::new(InProcessBus::default());
-    let relay = tokio::spawn(artstore_storage_element::outbox::run(
+/// Starts the relay of the harness's element (`se-1`) on `bus`.
+fn spawn_relay(h: &Harness, bus: &Arc<InProcessBus>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(artstore_storage_element::outbox::run(
         h.store.clone(),
         bus.clone(),
         "se-1".into(),
         Health::new(),
         h.store.outbox().clone(),
-    ));
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_is_an_event_named_for_it() {
+    let h = Harness::with(|c| c.initial_mode = artstore_storage_element::ElementMode::Edit).await;
+    let bus = Arc::new(InProcessBus::default());
+    let relay = spawn_relay(&h, &bus);
     let mut sub = bus.subscribe("test").await.unwrap();
     // The first event says the mode.
     let first = collect(&mut sub, 1).await;
@@ -84,13 +89,7 @@ async fn every_change_is_an_event_named_for_it() {
     relay.abort();
     let cp = artstore_storage_element::outbox::read_checkpoint(&h.root()).unwrap();
     assert!(cp.position > 0 && cp.mode.as_deref() == Some("rw"), "{cp:?}");
-    let relay = tokio::spawn(artstore_storage_element::outbox::run(
-        h.store.clone(),
-        bus.clone(),
-        "se-1".into(),
-        Health::new(),
-        h.store.outbox().clone(),
-    ));
+    let relay = spawn_relay(&h, &bus);
     let c = h.upload("c.txt", b"gamma", &[]).await;
     let got = collect(&mut sub, 1).await;
     assert_eq!(got[0].file_id.unwrap().to_string(), c["file_id"].as_str().unwrap());
@@ -106,13 +105,7 @@ async fn a_mode_change_is_announced_after_the_changes_made_before_it() {
     for round in 0..30 {
         let h = Harness::with(|c| c.initial_mode = artstore_storage_element::ElementMode::Edit).await;
         let bus = Arc::new(InProcessBus::default());
-        let relay = tokio::spawn(artstore_storage_element::outbox::run(
-            h.store.clone(),
-            bus.clone(),
-            "se-1".into(),
-            Health::new(),
-            h.store.outbox().clone(),
-        ));
+        let relay = spawn_relay(&h, &bus);
         let mut sub = bus.subscribe("test").await.unwrap();
         assert_eq!(collect(&mut sub, 1).await[0].mode.as_deref(), Some("edit"));
         for mode in ["rw", "ro"] {
