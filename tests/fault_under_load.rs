@@ -712,7 +712,7 @@ async fn a_body_cut_short_is_told_from_other_failures() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         // First answer: 100 bytes declared, 10 sent, then the connection closes. Second: whole.
         for (declared, sent) in [(100, 10), (10, 10)] {
             let (mut s, _) = listener.accept().await.unwrap();
@@ -729,7 +729,8 @@ async fn a_body_cut_short_is_told_from_other_failures() {
     let cut = http.get(&url).send().await.unwrap().bytes().await.unwrap_err();
     assert!(cut_short(&cut), "{cut:?}");
     assert_eq!(http.get(&url).send().await.unwrap().bytes().await.unwrap().len(), 10);
-    // No answer at all (nothing listens any more) is not a cut body.
+    // No answer at all is not a cut body: once the server is done, nothing listens.
+    server.await.unwrap();
     let refused = http.get(&url).send().await.unwrap_err();
     assert!(!cut_short(&refused), "{refused:?}");
 }
